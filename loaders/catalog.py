@@ -1,0 +1,191 @@
+"""Source and warehouse catalogs: which columns exist, with which types, and how
+a source type maps to one the warehouse has."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from psycopg2.extensions import cursor as Cursor
+
+from loaders.config import SourceConfig, TableConfig
+from loaders.exceptions import DeclarationError
+
+# Columns of a relation (table, partitioned table, view, materialized view) in order,
+# with the type as the warehouse should see it. User-defined types (enums, composites,
+# ranges of user types) become text; domains become their base type.
+SOURCE_COLUMNS = """
+select
+    attribute.attname as column_name,
+    format_type(attribute.atttypid, attribute.atttypmod) as declared_type,
+    case
+        when base_type.typtype = 'b' and base_type.typcategory <> 'A'
+            and base_type.typnamespace = 'pg_catalog'::regnamespace
+            then format_type(
+                base_type.oid,
+                case when column_type.typtype = 'd' then column_type.typtypmod
+                    else attribute.atttypmod end
+            )
+        when base_type.typcategory = 'A' and element_type.typtype = 'b'
+            and element_type.typnamespace = 'pg_catalog'::regnamespace
+            then format_type(
+                base_type.oid,
+                case when column_type.typtype = 'd' then column_type.typtypmod
+                    else attribute.atttypmod end
+            )
+        when base_type.typcategory = 'A' then 'text[]'
+        else 'text'
+    end as portable_type,
+    base_type.typtype = 'b' and base_type.typnamespace = 'pg_catalog'::regnamespace
+        as is_builtin
+from pg_attribute as attribute
+inner join pg_class as relation on relation.oid = attribute.attrelid
+inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
+inner join pg_type as column_type on column_type.oid = attribute.atttypid
+inner join pg_type as base_type
+    on base_type.oid = case when column_type.typtype = 'd' then column_type.typbasetype
+        else column_type.oid end
+left join pg_type as element_type on element_type.oid = base_type.typelem
+where namespace.nspname = %(schema)s
+    and relation.relname = %(table)s
+    and relation.relkind in ('r', 'p', 'v', 'm', 'f')
+    and attribute.attnum > 0
+    and not attribute.attisdropped
+order by attribute.attnum
+"""
+
+SOURCE_RELATIONS = """
+select relation.relname
+from pg_class as relation
+inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
+where namespace.nspname = %(schema)s and relation.relkind in ('r', 'p', 'v', 'm', 'f')
+    and not relation.relispartition
+order by relation.relname
+"""
+
+PRIMARY_KEY = """
+select attribute.attname
+from pg_index as index_
+inner join pg_class as relation on relation.oid = index_.indrelid
+inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
+inner join lateral unnest(index_.indkey) with ordinality as key (attnum, position) on true
+inner join pg_attribute as attribute
+    on attribute.attrelid = relation.oid and attribute.attnum = key.attnum
+where namespace.nspname = %(schema)s and relation.relname = %(table)s and index_.indisprimary
+order by key.position
+"""
+
+WAREHOUSE_COLUMNS = """
+select attribute.attname, format_type(attribute.atttypid, attribute.atttypmod)
+from pg_attribute as attribute
+inner join pg_class as relation on relation.oid = attribute.attrelid
+inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
+where namespace.nspname = %(schema)s and relation.relname = %(table)s
+    and attribute.attnum > 0 and not attribute.attisdropped
+order by attribute.attnum
+"""
+
+# Types with no equality operator: compared as text when merging.
+NO_EQUALITY = frozenset(
+    {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
+)
+METADATA_COLUMNS = ("_loaded_at", "_batch_id", "_deleted_at")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A source column and the type it gets in the warehouse."""
+
+    name: str
+    declared_type: str
+    warehouse_type: str
+
+    @property
+    def cast_to_text(self) -> bool:
+        """Whether extraction must cast (user-defined types carried as text)."""
+        return self.declared_type != self.warehouse_type
+
+    @property
+    def comparable(self) -> bool:
+        return self.warehouse_type.split("(")[0] not in NO_EQUALITY
+
+
+def read_source_columns(cur: Cursor, schema: str, table: str) -> tuple[Column, ...]:
+    cur.execute(SOURCE_COLUMNS, {"schema": schema, "table": table})
+    return tuple(Column(name, declared, portable) for name, declared, portable, _ in cur.fetchall())
+
+
+def read_primary_key(cur: Cursor, schema: str, table: str) -> tuple[str, ...]:
+    cur.execute(PRIMARY_KEY, {"schema": schema, "table": table})
+    return tuple(row[0] for row in cur.fetchall())
+
+
+def read_warehouse_columns(cur: Cursor, schema: str, table: str) -> dict[str, str]:
+    cur.execute(WAREHOUSE_COLUMNS, {"schema": schema, "table": table})
+    return dict(cur.fetchall())
+
+
+def validate_table(cur: Cursor, source: SourceConfig, table: TableConfig) -> tuple[Column, ...]:
+    """Check the declaration against the source catalog before anything is written.
+
+    Returns the source columns.
+    """
+    where = f"{source.name}.{table.name}"
+    columns = read_source_columns(cur, source.source_schema, table.name)
+    if not columns:
+        cur.execute(SOURCE_RELATIONS, {"schema": source.source_schema})
+        raise DeclarationError(
+            where,
+            f"no table or view {table.name!r} in schema {source.source_schema!r} of the source",
+            candidates=[row[0] for row in cur.fetchall()],
+        )
+    names = [column.name for column in columns]
+    for key in table.primary_key:
+        if key not in names:
+            raise DeclarationError(
+                where, f"primary_key column {key!r} does not exist", candidates=names
+            )
+    if table.cursor and table.cursor not in names:
+        raise DeclarationError(
+            where, f"cursor column {table.cursor!r} does not exist", candidates=names
+        )
+    return columns
+
+
+_VARCHAR = re.compile(r"^character varying\((\d+)\)$")
+_CHAR = re.compile(r"^character\((\d+)\)$")
+_NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
+_WIDER_INTEGERS = {
+    "smallint": {"integer", "bigint", "numeric"},
+    "integer": {"bigint", "numeric"},
+    "bigint": {"numeric"},
+    "real": {"double precision"},
+    "timestamp without time zone": {"timestamp with time zone"},
+}
+
+
+def is_widening(old: str, new: str) -> bool:
+    """Whether every value of type ``old`` fits losslessly in type ``new``."""
+    if old == new:
+        return True
+    if new in _WIDER_INTEGERS.get(old, set()):
+        return True
+    if new == "text" and (old.startswith("character") or old == "text"):
+        return True
+    if new == "character varying" and (_VARCHAR.match(old) or _CHAR.match(old)):
+        return True
+    old_varchar, new_varchar = _VARCHAR.match(old) or _CHAR.match(old), _VARCHAR.match(new)
+    if old_varchar and new_varchar:
+        return int(new_varchar.group(1)) >= int(old_varchar.group(1))
+    old_numeric = _NUMERIC.match(old)
+    if old_numeric and new == "numeric":
+        return True
+    new_numeric = _NUMERIC.match(new)
+    if old_numeric and new_numeric:
+        old_p, old_s = int(old_numeric.group(1)), int(old_numeric.group(2))
+        new_p, new_s = int(new_numeric.group(1)), int(new_numeric.group(2))
+        return new_s >= old_s and new_p - new_s >= old_p - old_s
+    if old in {"smallint", "integer", "bigint"} and new_numeric:
+        digits = {"smallint": 5, "integer": 10, "bigint": 19}[old]
+        return int(new_numeric.group(1)) - int(new_numeric.group(2)) >= digits
+    return False

@@ -1,0 +1,70 @@
+"""Errors raised by the loaders. Each keeps its inputs and says what to do next."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tidewater.exceptions import TidewaterError
+
+
+class LoaderError(TidewaterError):
+    """Root of every loader error."""
+
+
+class DeclarationError(LoaderError):
+    """The table declaration (dbt sources YAML, ``meta.tidewater``) is invalid."""
+
+    def __init__(self, where: str, problem: str, *, candidates: Sequence[str] = ()) -> None:
+        self.where = where
+        self.problem = problem
+        self.candidates = tuple(candidates)
+        hint = f"; choose one of: {', '.join(self.candidates)}" if self.candidates else ""
+        super().__init__(f"{where}: {problem}{hint}")
+
+
+class SchemaConflict(LoaderError):
+    """A source column changed in a way the raw table cannot follow."""
+
+    def __init__(self, table: str, column: str, raw_type: str, source_type: str) -> None:
+        self.table = table
+        self.column = column
+        self.raw_type = raw_type
+        self.source_type = source_type
+        super().__init__(
+            f"{table}.{column} changed type from {raw_type} to {source_type}, which is not "
+            f"a widening; nothing was written. Rename the column in the source, or alter "
+            f"{table}.{column} in the warehouse to a type that holds both, then load again"
+        )
+
+
+class BadData(LoaderError):
+    """A value could not be carried to the warehouse."""
+
+    def __init__(self, table: str, reason: str) -> None:
+        self.table = table
+        self.reason = reason
+        super().__init__(f"{table}: {reason}; nothing was written for this table")
+
+
+class TableLoadFailed(LoaderError):
+    """One table failed; carries the table and the underlying error."""
+
+    def __init__(self, table: str, error: BaseException, *, transient: bool) -> None:
+        self.table = table
+        self.error = error
+        self.transient = transient
+        kind = "transient (retries exhausted)" if transient else "terminal"
+        message = " ".join(str(error).split())
+        super().__init__(f"{table}: {kind} error: {message}")
+
+
+class LoadRunFailed(LoaderError):
+    """At least one table failed; nothing downstream should run."""
+
+    def __init__(self, failures: Sequence[TableLoadFailed]) -> None:
+        self.failures = tuple(failures)
+        names = ", ".join(failure.table for failure in self.failures)
+        super().__init__(
+            f"{len(self.failures)} table(s) failed to load ({names}); "
+            f"first error: {self.failures[0]}"
+        )

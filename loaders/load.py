@@ -1,0 +1,279 @@
+"""Writing to the warehouse: create and evolve raw tables, stage rows with COPY,
+merge by primary key, and record deletes. Everything here runs inside the
+caller's transaction; nothing commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
+
+from loaders.catalog import METADATA_COLUMNS, Column, is_widening, read_warehouse_columns
+from loaders.exceptions import LoaderError, SchemaConflict
+
+STAGE = "_tidewater_stage"
+KEY_STAGE = "_tidewater_stage_keys"
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """A raw table in the warehouse and the source columns it follows."""
+
+    schema: str
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+class MissingSchema(LoaderError):
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        super().__init__(
+            f"schema {schema} does not exist in the warehouse and the ETL user may not create "
+            f"it; declare it in roles/roles.yml and run `invoke roles --apply`"
+        )
+
+
+def ensure_schema(cur: Cursor, schema: str) -> None:
+    cur.execute("select 1 from pg_namespace where nspname = %s", (schema,))
+    if cur.fetchone():
+        return
+    cur.execute("select has_database_privilege(current_database(), 'CREATE')")
+    if not cur.fetchone()[0]:
+        raise MissingSchema(schema)
+    cur.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+
+
+def prepare_raw_table(
+    cur: Cursor, schema: str, name: str, columns: Sequence[Column], primary_key: Sequence[str]
+) -> tuple[RawTable, bool]:
+    """Create the raw table, or evolve it to follow the source.
+
+    New source columns are added; dropped ones stay (null from then on); a widening
+    type change widens; anything else raises `SchemaConflict` before a row is written.
+    Returns the table and whether it was created now.
+    """
+    existing = read_warehouse_columns(cur, schema, name)
+    if not existing:
+        definitions = [
+            sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(column.warehouse_type))
+            for column in columns
+        ]
+        definitions += [
+            sql.SQL("_loaded_at timestamptz not null default now()"),
+            sql.SQL("_batch_id text default current_setting('tidewater.batch_id', true)"),
+            sql.SQL("_deleted_at timestamptz"),
+        ]
+        cur.execute(
+            sql.SQL("create table {} ({})").format(
+                sql.Identifier(schema, name), sql.SQL(", ").join(definitions)
+            )
+        )
+        if primary_key:
+            cur.execute(
+                sql.SQL("create unique index {} on {} ({})").format(
+                    sql.Identifier(f"{name}__tidewater_pk"),
+                    sql.Identifier(schema, name),
+                    sql.SQL(", ").join(map(sql.Identifier, primary_key)),
+                )
+            )
+        return RawTable(schema, name, tuple(columns), tuple(primary_key)), True
+
+    qualified = f"{schema}.{name}"
+    for column in columns:
+        current = existing.get(column.name)
+        if current is None:
+            cur.execute(
+                sql.SQL("alter table {} add column {} {}").format(
+                    sql.Identifier(schema, name),
+                    sql.Identifier(column.name),
+                    sql.SQL(column.warehouse_type),
+                )
+            )
+        elif current != column.warehouse_type:
+            if not is_widening(current, column.warehouse_type):
+                raise SchemaConflict(qualified, column.name, current, column.warehouse_type)
+            cur.execute(
+                sql.SQL("alter table {} alter column {} type {}").format(
+                    sql.Identifier(schema, name),
+                    sql.Identifier(column.name),
+                    sql.SQL(column.warehouse_type),
+                )
+            )
+    source_names = {column.name for column in columns}
+    dropped = tuple(
+        column
+        for column in existing
+        if column not in source_names and column not in METADATA_COLUMNS
+    )
+    return RawTable(schema, name, tuple(columns), tuple(primary_key), dropped), False
+
+
+def create_stage(
+    cur: Cursor, table: RawTable, *, name: str = STAGE, keys_only: bool = False
+) -> None:
+    """A temporary table shaped like the source columns, dropped at commit."""
+    columns = [c for c in table.columns if not keys_only or c.name in table.primary_key]
+    cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(name)))
+    cur.execute(
+        sql.SQL("create temporary table {} ({}) on commit drop").format(
+            sql.Identifier(name),
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.warehouse_type))
+                for c in columns
+            ),
+        )
+    )
+
+
+def copy_in(cur: Cursor, target: sql.Composable, columns: Sequence[str], source: IO[bytes]) -> int:
+    """COPY rows in text format from ``source`` into ``target``; returns the row count."""
+    statement = sql.SQL("copy {} ({}) from stdin").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    cur.copy_expert(statement.as_string(cur), source)
+    return cur.rowcount
+
+
+def _key_match(table: RawTable, left: str, right: str) -> sql.Composable:
+    return sql.SQL(" and ").join(
+        sql.SQL("{}.{} = {}.{}").format(
+            sql.Identifier(left), sql.Identifier(key), sql.Identifier(right), sql.Identifier(key)
+        )
+        for key in table.primary_key
+    )
+
+
+def _comparable(column: Column, alias: str) -> sql.Composable:
+    reference = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column.name))
+    if column.comparable:
+        return reference
+    return sql.SQL("cast({} as text)").format(reference)
+
+
+def merge_stage(
+    cur: Cursor, table: RawTable, batch_id: str, *, stage: str = STAGE
+) -> tuple[int, int]:
+    """Update changed rows and insert new ones; unchanged rows are not written.
+
+    Returns (inserted, updated).
+    """
+    value_columns = [c for c in table.columns if c.name not in table.primary_key]
+    assignments = [
+        sql.SQL("{} = {}.{}").format(
+            sql.Identifier(c.name), sql.Identifier("stage"), sql.Identifier(c.name)
+        )
+        for c in value_columns
+    ]
+    assignments += [sql.SQL("{} = null").format(sql.Identifier(column)) for column in table.dropped]
+    assignments += [
+        sql.SQL("_loaded_at = now()"),
+        sql.SQL("_batch_id = %(batch_id)s"),
+        sql.SQL("_deleted_at = null"),
+    ]
+    changed = [
+        sql.SQL("{} is distinct from {}").format(_comparable(c, "target"), _comparable(c, "stage"))
+        for c in value_columns
+    ]
+    changed += [
+        sql.SQL("{}.{} is not null").format(sql.Identifier("target"), sql.Identifier(column))
+        for column in table.dropped
+    ]
+    changed.append(sql.SQL("target._deleted_at is not null"))
+    cur.execute(
+        sql.SQL(
+            "update {table} as target set {assignments} from {stage} as stage "
+            "where {match} and ({changed})"
+        ).format(
+            table=table.identifier,
+            assignments=sql.SQL(", ").join(assignments),
+            stage=sql.Identifier(stage),
+            match=_key_match(table, "target", "stage"),
+            changed=sql.SQL(" or ").join(changed),
+        ),
+        {"batch_id": batch_id},
+    )
+    updated = cur.rowcount
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    cur.execute(
+        sql.SQL(
+            "insert into {table} ({names}, _batch_id) "
+            "select {names}, %(batch_id)s from {stage} as stage "
+            "where not exists (select from {table} as target where {match})"
+        ).format(
+            table=table.identifier,
+            names=names,
+            stage=sql.Identifier(stage),
+            match=_key_match(table, "target", "stage"),
+        ),
+        {"batch_id": batch_id},
+    )
+    return cur.rowcount, updated
+
+
+def mark_missing_deleted(
+    cur: Cursor,
+    table: RawTable,
+    batch_id: str,
+    *,
+    keys: str,
+    within: sql.Composable | None = None,
+) -> int:
+    """Set ``_deleted_at`` on live raw rows whose key is not in the ``keys`` table
+    (restricted to ``within``, a condition on the raw table)."""
+    condition = within if within is not None else sql.SQL("true")
+    cur.execute(
+        sql.SQL(
+            "update {table} as target set _deleted_at = now(), _loaded_at = now(), "
+            "_batch_id = %(batch_id)s "
+            "where target._deleted_at is null and ({condition}) "
+            "and not exists (select from {keys} as stage where {match})"
+        ).format(
+            table=table.identifier,
+            condition=condition,
+            keys=sql.Identifier(keys),
+            match=_key_match(table, "target", "stage"),
+        ),
+        {"batch_id": batch_id},
+    )
+    return cur.rowcount
+
+
+def replace_if_changed(cur: Cursor, table: RawTable, batch_id: str) -> tuple[int, int]:
+    """Bulk load of a table without a primary key: replace the raw rows with the
+    stage when (and only when) the contents differ. Returns (inserted, deleted)."""
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    fingerprint = sql.SQL(
+        "select count(*), coalesce(sum(hashtext(cast(row({names}) as text))::numeric), 0) "
+        "from {relation} {where}"
+    )
+    cur.execute(fingerprint.format(names=names, relation=sql.Identifier(STAGE), where=sql.SQL("")))
+    staged = cur.fetchone()
+    cur.execute(
+        fingerprint.format(
+            names=names, relation=table.identifier, where=sql.SQL("where _deleted_at is null")
+        )
+    )
+    if cur.fetchone() == staged:
+        return 0, 0
+    cur.execute(sql.SQL("delete from {}").format(table.identifier))
+    deleted = cur.rowcount
+    cur.execute(
+        sql.SQL("insert into {} ({}, _batch_id) select {}, %(batch_id)s from {}").format(
+            table.identifier, names, names, sql.Identifier(STAGE)
+        ),
+        {"batch_id": batch_id},
+    )
+    return cur.rowcount, deleted

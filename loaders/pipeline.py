@@ -1,0 +1,450 @@
+"""One table, one transaction; one job for all declared tables.
+
+For each table: read a consistent snapshot of the source, stream the rows in the
+read window through COPY into a staging table, merge by primary key, detect
+deletes, and write the high-water mark — all committed together, so a crash at
+any point leaves the warehouse and the mark as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from loaders import deletes
+from loaders.catalog import validate_table
+from loaders.config import SourceConfig, TableConfig
+from loaders.exceptions import BadData, LoadRunFailed, TableLoadFailed
+from loaders.extract import (
+    build_query,
+    copy_out,
+    next_read_from,
+    open_snapshot,
+    window_stats,
+)
+from loaders.load import (
+    STAGE,
+    RawTable,
+    copy_in,
+    create_stage,
+    ensure_schema,
+    mark_missing_deleted,
+    merge_stage,
+    prepare_raw_table,
+    replace_if_changed,
+)
+from loaders.state import Mark, ensure_state_table, read_mark, write_mark
+from tidewater.db import connect, is_transient
+
+Status = Literal["succeeded", "failed", "skipped"]
+ConnectFn = Callable[[], psycopg2.extensions.connection]
+CURSOR_TYPES = frozenset({"timestamp with time zone", "timestamp without time zone"})
+# Data errors: SQLSTATE class 22 (data exception) and invalid encodings.
+BAD_DATA_CLASSES = ("22",)
+
+
+@dataclass
+class TableResult:
+    """The numbers of one table load."""
+
+    source: str
+    table: str
+    mode: str
+    batch_id: str
+    status: Status = "succeeded"
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    reread: int = 0
+    mark_before: datetime | None = None
+    mark_after: datetime | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration_s: float = 0.0
+    attempts: int = 1
+    error: str | None = None
+    error_class: str | None = None
+    failure: TableLoadFailed | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}.{self.table}"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    workers: int = 4
+    retries: int = 5
+    keep_going: bool = False
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+def new_batch_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+class _Pipe:
+    """Stream COPY output of one connection into COPY input of another, through an
+    OS pipe, so no table is ever held in memory."""
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        self.reader = os.fdopen(read_fd, "rb", buffering=1 << 16)
+        self.writer = os.fdopen(write_fd, "wb", buffering=1 << 16)
+        self.error: BaseException | None = None
+
+    def produce(self, work: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # re-raised in the consuming thread
+                self.error = exc
+            finally:
+                with contextlib.suppress(OSError):
+                    self.writer.close()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+
+def _stream(
+    source_cur: psycopg2.extensions.cursor,
+    query: sql.Composable,
+    params: dict,
+    warehouse_cur: psycopg2.extensions.cursor,
+    target: sql.Composable,
+    columns: list[str],
+) -> int:
+    pipe = _Pipe()
+    thread = pipe.produce(lambda: copy_out(source_cur, query, params, pipe.writer))
+    try:
+        count = copy_in(warehouse_cur, target, columns, pipe.reader)
+    finally:
+        pipe.reader.close()  # unblocks the producer if the consumer failed
+        thread.join()
+    if pipe.error is not None:
+        raise pipe.error
+    return count
+
+
+def load_table(
+    source: SourceConfig,
+    table: TableConfig,
+    *,
+    connect_source: ConnectFn,
+    connect_warehouse: ConnectFn,
+    batch_id: str,
+) -> TableResult:
+    """Load one table in one warehouse transaction (one attempt)."""
+    result = TableResult(source.name, table.name, table.mode, batch_id)
+    started = time.perf_counter()
+    source_conn = connect_source()
+    warehouse_conn = connect_warehouse()
+    try:
+        src = source_conn.cursor()
+        snapshot = open_snapshot(source_conn)
+        columns = validate_table(src, source, table)
+        cursor_type = next((c.warehouse_type for c in columns if c.name == table.cursor), None)
+        if table.mode == "incremental" and cursor_type not in CURSOR_TYPES:
+            from loaders.exceptions import DeclarationError
+
+            raise DeclarationError(
+                f"{source.name}.{table.name}",
+                f"cursor {table.cursor!r} has type {cursor_type}; an incremental cursor must be "
+                "a timestamp the database sets on every write (e.g. updated_at); otherwise "
+                "use mode: bulk",
+            )
+        wh = warehouse_conn.cursor()
+        wh.execute("set local timezone = 'UTC'")
+        wh.execute("select set_config('tidewater.batch_id', %s, true)", (batch_id,))
+        # Two loads of the same table never run at once, whoever starts them.
+        wh.execute(
+            "select pg_advisory_xact_lock(hashtext('tidewater.load'), hashtext(%s))",
+            (f"{source.raw_schema}.{table.name}",),
+        )
+        ensure_schema(wh, source.raw_schema)
+        ensure_state_table(wh)
+        raw, created = prepare_raw_table(
+            wh, source.raw_schema, table.name, columns, table.primary_key
+        )
+        names = [column.name for column in columns]
+
+        if table.mode == "incremental":
+            _load_incremental(src, wh, source, table, raw, created, snapshot, result)
+        else:
+            _load_bulk(src, wh, source, raw, result)
+        if table.detect_deletes and table.primary_key and table.mode == "incremental":
+            result.deleted += _detect_deletes(src, wh, source, raw, names, batch_id, result)
+        if table.mode == "incremental":
+            assert table.cursor is not None
+            mark_after = max(filter(None, [result.mark_before, result.mark_after]), default=None)
+            write_mark(
+                wh,
+                source.name,
+                table.name,
+                Mark(
+                    table.cursor,
+                    mark_after,
+                    next_read_from(
+                        mark=mark_after,
+                        snapshot=snapshot,
+                        lag=table.lag,
+                        protect=table.late_commit_protection,
+                    ),
+                ),
+                batch_id,
+            )
+            result.mark_after = mark_after
+        warehouse_conn.commit()
+        source_conn.rollback()
+    except psycopg2.DataError as exc:
+        warehouse_conn.rollback()
+        raise BadData(f"{source.name}.{table.name}", " ".join(str(exc).split())) from exc
+    finally:
+        result.duration_s = time.perf_counter() - started
+        for conn in (source_conn, warehouse_conn):
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+    return result
+
+
+def _load_incremental(
+    src: psycopg2.extensions.cursor,
+    wh: psycopg2.extensions.cursor,
+    source: SourceConfig,
+    table: TableConfig,
+    raw: RawTable,
+    created: bool,
+    snapshot: object,
+    result: TableResult,
+) -> None:
+    assert table.cursor is not None
+    previous = read_mark(wh, source.name, table.name)
+    read_from = previous.read_from if previous and not created else None
+    result.mark_before = previous.mark if previous and not created else None
+    rows, maximum, reread = window_stats(
+        src, source.source_schema, table.name, table.cursor, read_from, result.mark_before
+    )
+    result.rows_read, result.reread = rows, reread
+    result.mark_after = _aware(maximum)
+    if rows == 0:
+        return
+    query, params = build_query(
+        source.source_schema,
+        table.name,
+        raw.columns,
+        cursor_column=table.cursor,
+        read_from=read_from,
+    )
+    names = [column.name for column in raw.columns]
+    wh.execute(sql.SQL("select exists (select from {})").format(raw.identifier))
+    if not wh.fetchone()[0]:
+        # First load into an empty table: COPY straight in, no merge needed.
+        result.inserted = _stream(src, query, params, wh, raw.identifier, names)
+        return
+    create_stage(wh, raw)
+    _stream(src, query, params, wh, sql.Identifier(STAGE), names)
+    result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Cursor values of `timestamp without time zone` columns are taken as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _load_bulk(
+    src: psycopg2.extensions.cursor,
+    wh: psycopg2.extensions.cursor,
+    source: SourceConfig,
+    raw: RawTable,
+    result: TableResult,
+) -> None:
+    query, params = build_query(source.source_schema, raw.name, raw.columns)
+    names = [column.name for column in raw.columns]
+    create_stage(wh, raw)
+    result.rows_read = _stream(src, query, params, wh, sql.Identifier(STAGE), names)
+    if raw.primary_key:
+        result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
+        result.deleted = mark_missing_deleted(wh, raw, result.batch_id, keys=STAGE)
+    else:
+        result.inserted, result.deleted = replace_if_changed(wh, raw, result.batch_id)
+
+
+def _detect_deletes(
+    src: psycopg2.extensions.cursor,
+    wh: psycopg2.extensions.cursor,
+    source: SourceConfig,
+    raw: RawTable,
+    names: list[str],
+    batch_id: str,
+    result: TableResult,
+) -> int:
+    """Compare key checksums per range; re-read and reconcile only differing ranges."""
+    in_source = deletes.summarize(
+        src, raw, sql.Identifier(source.source_schema, raw.name), live_only=False
+    )
+    in_warehouse = deletes.summarize(wh, raw, raw.identifier, live_only=True)
+    differing = deletes.differing_buckets(in_source, in_warehouse)
+    if not differing:
+        return 0
+    query, params = build_query(
+        source.source_schema,
+        raw.name,
+        raw.columns,
+        extra_filter=deletes.bucket_filter(raw, differing),
+    )
+    create_stage(wh, raw)
+    result.reread += _stream(src, query, params, wh, sql.Identifier(STAGE), names)
+    inserted, updated = merge_stage(wh, raw, batch_id)
+    result.inserted += inserted
+    result.updated += updated
+    return mark_missing_deleted(
+        wh, raw, batch_id, keys=STAGE, within=deletes.bucket_filter(raw, differing, "target")
+    )
+
+
+def _classify(exc: BaseException) -> str:
+    return "transient" if is_transient(exc) else "terminal"
+
+
+def load_with_retries(
+    source: SourceConfig,
+    table: TableConfig,
+    *,
+    connect_source: ConnectFn,
+    connect_warehouse: ConnectFn,
+    batch_id: str,
+    options: LoadOptions,
+) -> TableResult:
+    """Retry transient faults with exponential backoff and jitter; stop on real ones."""
+    attempts = 0
+
+    def count(_: RetryCallState) -> None:
+        nonlocal attempts
+        attempts += 1
+
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(options.retries),
+        wait=wait_exponential_jitter(initial=options.backoff_initial, max=options.backoff_max),
+        before=count,
+        reraise=True,
+    )
+    started = datetime.now(UTC)
+    try:
+        result = retrying(
+            load_table,
+            source,
+            table,
+            connect_source=connect_source,
+            connect_warehouse=connect_warehouse,
+            batch_id=batch_id,
+        )
+    except Exception as exc:
+        raise TableLoadFailed(
+            f"{source.name}.{table.name}", exc, transient=is_transient(exc)
+        ) from exc
+    return replace(result, attempts=attempts, started_at=started)
+
+
+def load_all(
+    sources: tuple[SourceConfig, ...],
+    *,
+    source_connectors: dict[str, ConnectFn],
+    connect_warehouse: ConnectFn,
+    options: LoadOptions = LoadOptions(),
+    on_done: Callable[[TableResult], None] | None = None,
+    only_tables: set[str] | None = None,
+) -> list[TableResult]:
+    """Load every declared table with a bounded pool of workers.
+
+    By default the first failure stops the run: tables not yet started are
+    skipped. With ``keep_going`` the others still load. Returns every table's
+    result, failed ones included; see `raise_on_failure`.
+    """
+    batch_id = new_batch_id()
+    work = [
+        (source, table)
+        for source in sources
+        for table in source.tables
+        if only_tables is None
+        or table.name in only_tables
+        or f"{source.name}.{table.name}" in only_tables
+    ]
+    results: list[TableResult] = []
+    stop = threading.Event()
+
+    def run(source: SourceConfig, table: TableConfig) -> TableResult:
+        if stop.is_set():
+            return TableResult(source.name, table.name, table.mode, batch_id, status="skipped")
+        try:
+            return load_with_retries(
+                source,
+                table,
+                connect_source=source_connectors[source.name],
+                connect_warehouse=connect_warehouse,
+                batch_id=batch_id,
+                options=options,
+            )
+        except TableLoadFailed:
+            if not options.keep_going:
+                stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        futures: dict[Future[TableResult], tuple[SourceConfig, TableConfig]] = {
+            pool.submit(run, source, table): (source, table) for source, table in work
+        }
+        for future in as_completed(futures):
+            source, table = futures[future]
+            try:
+                result = future.result()
+            except TableLoadFailed as failure:
+                result = TableResult(
+                    source.name,
+                    table.name,
+                    table.mode,
+                    batch_id,
+                    status="failed",
+                    error=str(failure),
+                    error_class=_classify(failure.error),
+                    failure=failure,
+                )
+            results.append(result)
+            if on_done is not None:
+                on_done(result)
+    return results
+
+
+def raise_on_failure(results: list[TableResult]) -> None:
+    """Raise `LoadRunFailed` if any table failed (so nothing downstream runs)."""
+    failures = [r.failure for r in results if r.failure is not None]
+    if failures:
+        raise LoadRunFailed(failures)
+
+
+def connector(dsn: str, *, what: str) -> ConnectFn:
+    return lambda: connect(dsn, what=what, application_name="tidewater-loader")

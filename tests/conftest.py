@@ -1,0 +1,107 @@
+"""Fixtures shared by every test tier: a real PostgreSQL server and fresh
+databases on it.
+
+The server is the embedded one (started for the test session in its own data
+directory) unless ``TIDEWATER_TEST_DSN`` names a superuser connection URL of
+another server, e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+TEST_PREFIX = "twt_"
+
+
+def _with_dbname(dsn: str, dbname: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@pytest.fixture(scope="session")
+def server_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Superuser DSN of the server the tests run against."""
+    external = os.environ.get("TIDEWATER_TEST_DSN")
+    if external:
+        yield external
+        return
+    from tidewater import embedded
+
+    pgdata = Path(
+        os.environ.get("TIDEWATER_TEST_PGDATA", embedded.STATE_DIR / "test-pgdata")
+    ).resolve()
+    port = int(os.environ.get("TIDEWATER_TEST_EMBEDDED_PORT", "54339"))
+    server = embedded.start(embedded.EmbeddedServer(pgdata=pgdata, port=port))
+    yield server.admin_dsn("postgres")
+
+
+def _admin_execute(admin_dsn: str, statement: sql.Composable) -> None:
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """A short id unique to this test session, for cluster-wide names (roles)."""
+    return uuid.uuid4().hex[:6]
+
+
+@pytest.fixture
+def make_database(server_admin_dsn: str, run_id: str) -> Iterator[Callable[[str], str]]:
+    """Factory: ``make_database("source")`` creates an empty database with a
+    unique name and returns its superuser DSN; dropped after the test."""
+    created: list[str] = []
+
+    def _make(purpose: str = "db") -> str:
+        name = f"{TEST_PREFIX}{run_id}_{purpose}_{uuid.uuid4().hex[:6]}"
+        _admin_execute(server_admin_dsn, sql.SQL("create database {}").format(sql.Identifier(name)))
+        created.append(name)
+        return _with_dbname(server_admin_dsn, name)
+
+    yield _make
+    for name in created:
+        _admin_execute(
+            server_admin_dsn,
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)),
+        )
+
+
+@pytest.fixture(scope="session")
+def role_prefix(run_id: str) -> str:
+    """Prefix for every role a test creates; such roles are dropped after the session."""
+    return f"{TEST_PREFIX}{run_id}_"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_objects(server_admin_dsn: str, run_id: str) -> Iterator[None]:
+    """Roles are cluster-wide: drop every database and role this session created."""
+    yield
+    pattern = f"{TEST_PREFIX}{run_id}_%"
+    conn = psycopg2.connect(server_admin_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select datname from pg_database where datname like %s", (pattern,))
+            for (name,) in cur.fetchall():
+                cur.execute(
+                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+                )
+            cur.execute("select rolname from pg_roles where rolname like %s", (pattern,))
+            for (name,) in cur.fetchall():
+                cur.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(name)))
+                cur.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()

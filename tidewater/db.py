@@ -1,0 +1,108 @@
+"""Connections, with errors that say what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from tidewater.exceptions import ConnectionFailed
+from tidewater.profile import Target
+
+# SQLSTATE classes and codes worth a retry: the fault is in the moment, not the request.
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+        "53300",  # too_many_connections
+        "08000",
+        "08003",
+        "08006",
+        "08001",
+        "08004",
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error is a passing fault (retry) rather than a real one (stop)."""
+    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        code = getattr(exc, "pgcode", None)
+        if code is None:
+            # Lost connection, server restart, network: no SQLSTATE at all.
+            return True
+        return code in TRANSIENT_SQLSTATES or code.startswith("08")
+    code = getattr(exc, "pgcode", None)
+    return code in TRANSIENT_SQLSTATES
+
+
+def _hint(message: str) -> str:
+    lowered = message.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return "check the user and the password (env_var) in the profile"
+    if "does not exist" in lowered and "database" in lowered:
+        return "check dbname in the profile, or create the database"
+    if "does not exist" in lowered and "role" in lowered:
+        return "check the user in the profile, or run `invoke roles --apply` to create it"
+    if "could not translate host name" in lowered or "name or service not known" in lowered:
+        return "check host in the profile (unknown host name)"
+    if "connection refused" in lowered or "timeout" in lowered or "timed out" in lowered:
+        return "is the server running? Check host and port, or run `invoke up` for the embedded one"
+    return "check the connection settings"
+
+
+def connect(
+    params: Target | str | dict[str, Any],
+    *,
+    what: str = "the warehouse",
+    dbname: str | None = None,
+    application_name: str = "tidewater",
+    autocommit: bool = False,
+    connect_timeout: int = 10,
+) -> psycopg2.extensions.connection:
+    """Open a connection to a target, a DSN, or psycopg2 keyword arguments.
+
+    Raises:
+        ConnectionFailed: one line naming what could not be reached and what to fix.
+    """
+    if isinstance(params, Target):
+        kwargs = params.connect_kwargs(dbname=dbname)
+        where = params.dsn(dbname=dbname)
+    elif isinstance(params, str):
+        kwargs = {"dsn": params}
+        if dbname:
+            kwargs["dbname"] = dbname
+        where = _redact(params)
+    else:
+        kwargs = dict(params)
+        where = f"{kwargs.get('host')}:{kwargs.get('port')}/{dbname or kwargs.get('dbname')}"
+        if dbname:
+            kwargs["dbname"] = dbname
+    try:
+        conn = psycopg2.connect(
+            **kwargs, application_name=application_name, connect_timeout=connect_timeout
+        )
+    except psycopg2.OperationalError as exc:
+        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise ConnectionFailed(what, where, reason, _hint(reason)) from exc
+    conn.autocommit = autocommit
+    return conn
+
+
+def _redact(dsn: str) -> str:
+    """A DSN without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in dsn:
+        return " ".join(part for part in dsn.split() if not part.startswith("password="))
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)

