@@ -349,7 +349,7 @@ def load_with_retries(
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(options.retries),
-        wait=wait_exponential_jitter(initial=options.backoff_initial, max=options.backoff_max),
+        wait=wait_exponential_jitter(multiplier=options.backoff_initial, max=options.backoff_max),
         before=count,
         reraise=True,
     )
@@ -396,6 +396,7 @@ def load_all(
     ]
     results: list[TableResult] = []
     stop = threading.Event()
+    prepare_warehouse(connect_warehouse, sources)
 
     def run(source: SourceConfig, table: TableConfig) -> TableResult:
         if stop.is_set():
@@ -437,6 +438,20 @@ def load_all(
             if on_done is not None:
                 on_done(result)
     return results
+
+
+def prepare_warehouse(connect_warehouse: ConnectFn, sources: tuple[SourceConfig, ...]) -> None:
+    """Create raw schemas and the mark table once, before tables load in parallel."""
+    conn = connect_warehouse()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select pg_advisory_xact_lock(hashtext('tidewater.ddl'))")
+            for source in sources:
+                ensure_schema(cur, source.raw_schema)
+            ensure_state_table(cur)
+        conn.commit()
+    finally:
+        conn.close()
 
 
 def raise_on_failure(results: list[TableResult]) -> None:

@@ -1,0 +1,286 @@
+"""Run records: every job writes when it started and stopped, how long it took,
+how it ended and why, into the warehouse's ``ops`` schema, where people and BI
+tools can query them.
+
+Records are written from the runner itself, on a connection of their own
+(autocommit), so a failed load's rollback never takes its record with it. A job
+whose process dies is found by the next run (its pid is gone) and marked failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg2.extensions
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from tidewater.paths import PROJECT_ROOT
+
+OPS_SCHEMA = "ops"
+
+OPS_TABLES = (
+    """
+    create table if not exists ops.job_runs (
+        run_id text primary key,
+        job text not null,
+        started_at timestamptz not null,
+        finished_at timestamptz,
+        duration_s double precision,
+        status text not null,
+        error_class text,
+        error_message text,
+        rows_loaded bigint,
+        host text not null,
+        pid integer not null,
+        code_revision text,
+        details jsonb not null default '{}'
+    )
+    """,
+    """
+    create table if not exists ops.table_loads (
+        run_id text not null,
+        batch_id text not null,
+        source_name text not null,
+        table_name text not null,
+        load_mode text not null,
+        status text not null,
+        started_at timestamptz not null,
+        duration_s double precision not null,
+        rows_read bigint not null,
+        rows_inserted bigint not null,
+        rows_updated bigint not null,
+        rows_deleted bigint not null,
+        rows_reread bigint not null,
+        mark_before timestamptz,
+        mark_after timestamptz,
+        attempts integer not null,
+        error_class text,
+        error_message text,
+        primary key (run_id, source_name, table_name)
+    )
+    """,
+    """
+    create table if not exists ops.dbt_node_runs (
+        run_id text not null,
+        unique_id text not null,
+        resource_type text not null,
+        node_name text not null,
+        status text not null,
+        started_at timestamptz,
+        completed_at timestamptz,
+        execution_time_s double precision,
+        rows_affected bigint,
+        message text,
+        primary key (run_id, unique_id)
+    )
+    """,
+    "create index if not exists job_runs_job_started on ops.job_runs (job, started_at)",
+)
+
+MARK_ORPHANS = """
+update ops.job_runs
+set status = 'failed', error_class = 'terminal', finished_at = coalesce(finished_at, now()),
+    error_message = 'the process stopped without recording an end (killed or crashed)'
+where status = 'running' and host = %(host)s and pid <> all(%(alive)s)
+"""
+
+ConnectFn = Callable[[], psycopg2.extensions.connection]
+
+
+def code_revision() -> str | None:
+    """The git commit the code runs from, if it is a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
+    """Create the ops tables if they are missing (idempotent)."""
+    with conn.cursor() as cur:
+        cur.execute("select 1 from pg_namespace where nspname = %s", (OPS_SCHEMA,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("create schema {}").format(sql.Identifier(OPS_SCHEMA)))
+        for statement in OPS_TABLES:
+            cur.execute(statement)
+    if not conn.autocommit:
+        conn.commit()
+
+
+def _alive_pids() -> list[int]:
+    import psutil
+
+    return [process.pid for process in psutil.process_iter()]
+
+
+@dataclass
+class JobRun:
+    """A job in progress; ``rows`` and ``details`` are written at the end."""
+
+    run_id: str
+    job: str
+    started_at: datetime
+    rows: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
+
+
+@contextmanager
+def record_job(
+    connect_fn: ConnectFn, job: str, *, run_id: str | None = None
+) -> Iterator[JobRun]:
+    """Record a job's start now and its end when the block exits.
+
+    An exception marks the run failed with its class (transient or terminal) and
+    message, and is re-raised. `SystemExit(0)` counts as success.
+    """
+    from tidewater.db import is_transient
+
+    run = JobRun(run_id=run_id or uuid.uuid4().hex[:12], job=job, started_at=datetime.now(UTC))
+    conn = connect_fn()
+    conn.autocommit = True
+    ensure_ops_tables(conn)
+    host = socket.gethostname()
+    with conn.cursor() as cur:
+        cur.execute(MARK_ORPHANS, {"host": host, "alive": _alive_pids()})
+        cur.execute(
+            "insert into ops.job_runs (run_id, job, started_at, status, host, pid, code_revision)"
+            " values (%s, %s, %s, 'running', %s, %s, %s)",
+            (run.run_id, job, run.started_at, host, os.getpid(), code_revision()),
+        )
+    started = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        yield run
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        status, error_class, message = run.status, None, None
+        if status == "running":
+            status = "succeeded"
+        if error is not None and not (isinstance(error, SystemExit) and not error.code):
+            status = "skipped" if run.status == "skipped" else "failed"
+            error_class = "transient" if is_transient(error) else "terminal"
+            if isinstance(error, KeyboardInterrupt):
+                message = "interrupted"
+            else:
+                message = " ".join(str(error).split()) or error.__class__.__name__
+        run.status = status
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "update ops.job_runs set finished_at = %s, duration_s = %s, status = %s, "
+                    "error_class = %s, error_message = %s, rows_loaded = %s, details = %s "
+                    "where run_id = %s",
+                    (
+                        datetime.now(UTC),
+                        time.perf_counter() - started,
+                        status,
+                        error_class,
+                        message,
+                        run.rows,
+                        json.dumps(run.details, default=str),
+                        run.run_id,
+                    ),
+                )
+        finally:
+            conn.close()
+
+
+def record_table_loads(
+    conn: psycopg2.extensions.connection, run_id: str, results: Sequence[Any]
+) -> None:
+    """One row per table load, in one batched insert."""
+    rows = [
+        (
+            run_id,
+            r.batch_id,
+            r.source,
+            r.table,
+            r.mode,
+            r.status,
+            r.started_at,
+            r.duration_s,
+            r.rows_read,
+            r.inserted,
+            r.updated,
+            r.deleted,
+            r.reread,
+            r.mark_before,
+            r.mark_after,
+            r.attempts,
+            r.error_class,
+            r.error,
+        )
+        for r in results
+    ]
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            "insert into ops.table_loads (run_id, batch_id, source_name, table_name, load_mode, "
+            "status, started_at, duration_s, rows_read, rows_inserted, rows_updated, rows_deleted,"
+            " rows_reread, mark_before, mark_after, attempts, error_class, error_message) "
+            "values %s on conflict do nothing",
+            rows,
+        )
+    if not conn.autocommit:
+        conn.commit()
+
+
+def record_dbt_results(
+    conn: psycopg2.extensions.connection, run_id: str, run_results: dict[str, Any]
+) -> int:
+    """One row per dbt model, test, seed and snapshot from ``run_results.json``."""
+    rows = []
+    for result in run_results.get("results", []):
+        unique_id = result.get("unique_id", "")
+        timing = {t.get("name"): t for t in result.get("timing", [])}
+        execute = timing.get("execute") or {}
+        rows.append(
+            (
+                run_id,
+                unique_id,
+                unique_id.split(".")[0],
+                unique_id.split(".")[-1] if "." in unique_id else unique_id,
+                result.get("status"),
+                execute.get("started_at"),
+                execute.get("completed_at"),
+                result.get("execution_time"),
+                (result.get("adapter_response") or {}).get("rows_affected"),
+                (result.get("message") or "")[:2000] or None,
+            )
+        )
+    if rows:
+        with conn.cursor() as cur:
+            execute_values(
+                cur,
+                "insert into ops.dbt_node_runs (run_id, unique_id, resource_type, node_name, "
+                "status, started_at, completed_at, execution_time_s, rows_affected, message) "
+                "values %s on conflict do nothing",
+                rows,
+            )
+        if not conn.autocommit:
+            conn.commit()
+    return len(rows)

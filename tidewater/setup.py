@@ -1,0 +1,166 @@
+"""Getting a warehouse and its sources ready: start the embedded server, create
+the warehouse database, apply the role spec, and stand up the demo app when no
+source is configured."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg2.extensions
+from psycopg2 import sql
+
+from tidewater import embedded
+from tidewater.cli import say
+from tidewater.db import connect
+from tidewater.exceptions import ConfigError
+from tidewater.profile import Target, admin_target_name, load_target
+
+ConnectFn = Callable[[], psycopg2.extensions.connection]
+DEMO_SOURCE = "app"
+DEMO_DATABASE = "app"
+
+
+def warehouse_connector(target: Target) -> ConnectFn:
+    """Connections to the warehouse as the target's (ETL) user."""
+    return lambda: connect(
+        target, what=f"the warehouse (target {target.name})", application_name="tidewater"
+    )
+
+
+def admin_target(target: Target) -> Target:
+    """The administrative output of the same profile (``<target>_admin``)."""
+    name = admin_target_name(target)
+    try:
+        return load_target(name, profiles_dir=target.profiles_dir)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"roles and setup need an administrative target {name!r} in "
+            f"{target.profiles_dir / 'profiles.yml'} (a user that may create roles); "
+            f"add it, or set TIDEWATER_ADMIN_TARGET ({exc})"
+        ) from exc
+
+
+def create_database_if_missing(admin: Target, dbname: str) -> bool:
+    """Create ``dbname`` on the admin target's server; returns whether it was created."""
+    conn = connect(admin, what="the warehouse server (admin)", dbname="postgres", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select 1 from pg_database where datname = %s", (dbname,))
+            if cur.fetchone():
+                return False
+            cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+            return True
+    finally:
+        conn.close()
+
+
+def apply_roles(admin: Target, *, spec_path: Any = None, quiet: bool = False) -> int:
+    """Apply the role spec (creating roles, users and schemas); returns statements run."""
+    import roles
+
+    spec = roles.load_spec(spec_path) if spec_path else roles.load_spec()
+    conn = connect(admin, what="the warehouse (admin)")
+    try:
+        plan = roles.plan_changes(conn, spec)
+        if plan.is_empty:
+            conn.rollback()
+            return 0
+        roles.apply_plan(conn, plan, apply=True)
+        if not quiet:
+            say(f"roles: applied {len(plan.statements)} statement(s) from the role spec")
+        return len(plan.statements)
+    finally:
+        conn.close()
+
+
+def ensure_warehouse(target: Target) -> None:
+    """For the embedded warehouse: start it, create the database, apply the roles.
+
+    Other warehouses are set up by their owners (`invoke roles --apply`); this
+    only checks that they answer.
+    """
+    if target.is_embedded:
+        embedded.start()
+        admin = admin_target(target)
+        if create_database_if_missing(admin, target.dbname):
+            say(f"created warehouse database {target.dbname} on the embedded server")
+        apply_roles(admin)
+    conn = warehouse_connector(target)()
+    conn.close()
+
+
+def ensure_demo_app(*, scale: float | None = None, refresh: bool = False) -> str:
+    """The demo app on the embedded server, created if missing; returns its DSN."""
+    import demo_app
+
+    server = embedded.start()
+    admin_dsn = server.admin_dsn("postgres")
+    conn = connect(admin_dsn, what="the embedded server", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select 1 from pg_database where datname = %s", (DEMO_DATABASE,))
+            exists = cur.fetchone() is not None
+            if not exists:
+                cur.execute(sql.SQL("create database {}").format(sql.Identifier(DEMO_DATABASE)))
+    finally:
+        conn.close()
+    dsn = server.admin_dsn(DEMO_DATABASE)
+    if refresh or not exists or not _has_tables(dsn):
+        scale = scale if scale is not None else float(os.environ.get("TIDEWATER_DEMO_SCALE", "1"))
+        counts = demo_app.create_app(dsn, scale=scale)
+        say(
+            f"demo app: created database {DEMO_DATABASE} at scale {scale:g} "
+            f"({', '.join(f'{table} {count:,}' for table, count in counts.items())})"
+        )
+    return dsn
+
+
+def _has_tables(dsn: str) -> bool:
+    conn = connect(dsn, what="the demo app")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select to_regclass('public.events') is not null")
+            return bool(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def resolve_sources(
+    sources: Sequence[Any],
+    *,
+    target: str | None = None,
+    profiles_dir: str | None = None,
+) -> tuple[Target, dict[str, ConnectFn]]:
+    """The warehouse target (ready to load into) and a connector per source.
+
+    A source's DSN comes from its environment variable; with none set, the
+    ``app`` source falls back to the demo app on the embedded server.
+    """
+    from loaders.config import source_dsn
+
+    resolved = load_target(target, profiles_dir=profiles_dir)
+    ensure_warehouse(resolved)
+    connectors: dict[str, ConnectFn] = {}
+    for source in sources:
+        dsn = source_dsn(source)
+        if dsn is None:
+            if source.name != DEMO_SOURCE:
+                raise ConfigError(
+                    f"source {source.name} has no DSN; export {source.dsn_env}="
+                    "postgresql://user:password@host:5432/dbname"
+                )
+            say(
+                f"no source configured ({source.dsn_env} is unset): loading the demo app "
+                "on the embedded server"
+            )
+            dsn = ensure_demo_app()
+        # Check now, so a bad DSN is one clear line before any table starts.
+        connect(dsn, what=f"source {source.name} ({source.dsn_env})").close()
+        connectors[source.name] = _source_connector(dsn, source.name, source.dsn_env)
+    return resolved, connectors
+
+
+def _source_connector(dsn: str, name: str, env: str) -> ConnectFn:
+    return lambda: connect(dsn, what=f"source {name} ({env})", application_name="tidewater-loader")
