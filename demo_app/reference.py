@@ -43,6 +43,7 @@ COUNTRIES: tuple[tuple[str, str, str, int], ...] = (
     ("ZA", "South Africa", "Africa", 8),
 )
 
+# fmt: off
 FIRST_NAMES: tuple[str, ...] = (
     "Olivia", "Liam", "Emma", "Noah", "Ava", "Oliver", "Sophia", "Elijah", "Isabella",
     "James", "Mia", "William", "Amelia", "Benjamin", "Harper", "Lucas", "Evelyn", "Henry",
@@ -116,6 +117,8 @@ SEARCH_TERMS: tuple[str, ...] = (
     "socks", "candle", "puzzle", "dog", "cast iron", "rain jacket", "usb c", "planner",
     "hand cream", "lamp", "water bottle", "board game", "seeds",
 )
+
+# fmt: on
 
 # (method, weight) of successful checkouts; bank transfers settle days later.
 PAYMENT_METHODS: tuple[tuple[str, int], ...] = (

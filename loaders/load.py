@@ -168,6 +168,9 @@ def merge_stage(
 ) -> tuple[int, int]:
     """Update changed rows and insert new ones; unchanged rows are not written.
 
+    Columns dropped at the source keep their old values in rows that do not change,
+    and become null in rows written from then on.
+
     Returns (inserted, updated).
     """
     value_columns = [c for c in table.columns if c.name not in table.primary_key]
@@ -186,10 +189,6 @@ def merge_stage(
     changed = [
         sql.SQL("{} is distinct from {}").format(_comparable(c, "target"), _comparable(c, "stage"))
         for c in value_columns
-    ]
-    changed += [
-        sql.SQL("{}.{} is not null").format(sql.Identifier("target"), sql.Identifier(column))
-        for column in table.dropped
     ]
     changed.append(sql.SQL("target._deleted_at is not null"))
     cur.execute(
