@@ -1,0 +1,43 @@
+{#-
+    Incremental builds in tidewater
+    ===============================
+
+    Every raw row carries `_loaded_at`, set by the loader whenever it inserts,
+    changes or marks deleted (`_deleted_at`) a row; deleted rows stay in raw.
+    Each incremental mart keeps, per row, the newest `_loaded_at` of all the raw
+    rows it was computed from (`_loaded_at` column), and on each run:
+
+    1. finds the keys to rebuild: keys with any contributing raw row loaded
+       after `max(_loaded_at)` of the mart minus `var('lookback_hours')`
+       (`loaded_since_last_run()`);
+    2. recomputes those keys from the current state of staging; a key that no
+       longer exists live (deleted at the source) is written as a tombstone
+       with `_is_deleted = true`;
+    3. replaces the stored rows of those keys (`delete+insert` on the unique
+       key) and then deletes the tombstones in a post-hook
+       (`delete_tombstones()`), inside the same transaction.
+
+    A full build runs the same SQL with step 1 selecting every key, so an
+    incremental build equals a full refresh.
+-#}
+
+{#- A condition on `column` (a `_loaded_at`) selecting rows to reprocess. -#}
+{% macro loaded_since_last_run(column='_loaded_at') -%}
+    {%- if is_incremental() -%}
+        {{ column }} > (
+            select
+                coalesce(
+                    {{ dbt.dateadd('hour', -1 * var('lookback_hours'), 'max(_loaded_at)') }},
+                    cast('1900-01-01' as {{ dbt.type_timestamp() }})
+                )
+            from {{ this }}
+        )
+    {%- else -%}
+        1 = 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook of incremental marts: drop the rows written as tombstones. -#}
+{% macro delete_tombstones() -%}
+    delete from {{ this }} where _is_deleted
+{%- endmacro %}
