@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 conn.close()
             run.rows = sum(r.inserted + r.updated + r.deleted for r in results)
-            run.details = {"tables": len(results), "failed": [r.name for r in results if r.status == "failed"]}
+            run.details = {
+                "tables": len(results),
+                "failed": [r.name for r in results if r.status == "failed"],
+            }
             _report(results, as_json=args.json)
             raise_on_failure(results)
     except TidewaterError as exc:
@@ -65,10 +68,26 @@ def main(argv: list[str] | None = None) -> int:
 def _report(results: list[TableResult], *, as_json: bool) -> None:
     ordered = sorted(results, key=lambda r: r.name)
     if as_json:
-        print(json.dumps([{k: v for k, v in asdict(r).items() if k != "failure"} for r in ordered], default=str))
+        print(
+            json.dumps(
+                [{k: v for k, v in asdict(r).items() if k != "failure"} for r in ordered],
+                default=str,
+            )
+        )
         return
     print_table(
-        ["table", "mode", "status", "read", "inserted", "updated", "deleted", "re-read", "mark after", "seconds"],
+        [
+            "table",
+            "mode",
+            "status",
+            "read",
+            "inserted",
+            "updated",
+            "deleted",
+            "re-read",
+            "mark after",
+            "seconds",
+        ],
         [
             [
                 r.name,

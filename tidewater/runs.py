@@ -145,9 +145,7 @@ class JobRun:
 
 
 @contextmanager
-def record_job(
-    connect_fn: ConnectFn, job: str, *, run_id: str | None = None
-) -> Iterator[JobRun]:
+def record_job(connect_fn: ConnectFn, job: str, *, run_id: str | None = None) -> Iterator[JobRun]:
     """Record a job's start now and its end when the block exits.
 
     An exception marks the run failed with its class (transient or terminal) and

@@ -32,7 +32,9 @@ def compare(source_dsn: str, warehouse_dsn: str) -> dict[str, int]:
         "lost": len(source.keys() - warehouse.keys()),
         "phantom": len(warehouse.keys() - source.keys()),
         "duplicate": len(warehouse_rows) - len(warehouse),
-        "stale": sum(1 for key in source.keys() & warehouse.keys() if source[key] != warehouse[key]),
+        "stale": sum(
+            1 for key in source.keys() & warehouse.keys() if source[key] != warehouse[key]
+        ),
     }
 
 
@@ -168,14 +170,17 @@ def test_a_loader_killed_mid_copy_leaves_nothing_and_the_next_run_converges(
     # The warehouse backend notices the dead client and rolls back.
     wait_for(lambda: not copying(warehouse_dsn))
     assert execute(
-        warehouse_dsn, "select count(*) from pg_tables where schemaname = 'raw_app' and tablename = 'events'"
+        warehouse_dsn,
+        "select count(*) from pg_tables where schemaname = 'raw_app' and tablename = 'events'",
     ) in ([(0,)],) or execute(warehouse_dsn, "select count(*) from raw_app.events") == [(0,)]
-    assert execute(warehouse_dsn, "select count(*) from ops.high_water_marks where table_name = 'events'") == [(0,)]
+    assert execute(
+        warehouse_dsn, "select count(*) from ops.high_water_marks where table_name = 'events'"
+    ) == [(0,)]
     result = run_load(only(app_source, "events"))["events"]
     assert result.status == "succeeded"
-    assert execute(warehouse_dsn, "select count(*), count(distinct event_id) from raw_app.events") == [
-        (400_000, 400_000)
-    ]
+    assert execute(
+        warehouse_dsn, "select count(*), count(distinct event_id) from raw_app.events"
+    ) == [(400_000, 400_000)]
 
 
 def test_a_dropped_connection_is_retried_with_backoff(
@@ -208,7 +213,9 @@ def test_a_real_error_is_not_retried(
 ) -> None:
     execute(warehouse_dsn, "create role twt_no_access_probe")  # not used: a permission error below
     execute(warehouse_dsn, "drop role twt_no_access_probe")
-    execute(warehouse_dsn, "create schema raw_app; create table raw_app.customers (customer_id text)")
+    execute(
+        warehouse_dsn, "create schema raw_app; create table raw_app.customers (customer_id text)"
+    )
     results = run_load(only(app_source, "customers"))
     assert results["customers"].status == "failed"
     assert results["customers"].error_class == "terminal"

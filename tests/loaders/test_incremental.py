@@ -37,12 +37,17 @@ def test_first_load_copies_every_row_and_a_second_run_writes_nothing(
     assert table_rows(source_dsn, "customers", CUSTOMER_COLUMNS) == table_rows(
         warehouse_dsn, "raw_app.customers", CUSTOMER_COLUMNS
     )
-    loaded_before = table_rows(warehouse_dsn, "raw_app.customers", "customer_id, _loaded_at, _batch_id")
+    loaded_before = table_rows(
+        warehouse_dsn, "raw_app.customers", "customer_id, _loaded_at, _batch_id"
+    )
 
     second = run_load(only(app_source, "customers", "countries"))
     assert (second["customers"].inserted, second["customers"].updated) == (0, 0)
     assert (second["countries"].inserted, second["countries"].updated) == (0, 0)
-    assert table_rows(warehouse_dsn, "raw_app.customers", "customer_id, _loaded_at, _batch_id") == loaded_before
+    assert (
+        table_rows(warehouse_dsn, "raw_app.customers", "customer_id, _loaded_at, _batch_id")
+        == loaded_before
+    )
 
 
 def test_updates_merge_by_primary_key_without_duplicates(
@@ -54,13 +59,17 @@ def test_updates_merge_by_primary_key_without_duplicates(
     add_customers(source_dsn, 101, 120)
     result = run_load(only(app_source, "customers"))["customers"]
     assert (result.inserted, result.updated) == (20, 10)
-    assert execute(warehouse_dsn, "select count(*), count(distinct customer_id) from raw_app.customers") == [(120, 120)]
+    assert execute(
+        warehouse_dsn, "select count(*), count(distinct customer_id) from raw_app.customers"
+    ) == [(120, 120)]
     assert table_rows(source_dsn, "customers", CUSTOMER_COLUMNS) == table_rows(
         warehouse_dsn, "raw_app.customers", CUSTOMER_COLUMNS
     )
 
 
-def _late_commit_scenario(source_dsn: str, app_source: SourceConfig, run_load, *, protect: bool) -> None:
+def _late_commit_scenario(
+    source_dsn: str, app_source: SourceConfig, run_load, *, protect: bool
+) -> None:
     add_customers(source_dsn, 1, 10)
     # Delete detection would also heal the gap (it re-reads differing key ranges);
     # switch it off so the high-water mark alone is under test.
@@ -95,7 +104,9 @@ def test_without_late_commit_protection_the_late_row_is_lost(
 ) -> None:
     """The protection is what saves the row: switched off, the same scenario loses it."""
     _late_commit_scenario(source_dsn, app_source, run_load, protect=False)
-    assert execute(warehouse_dsn, "select count(*) from raw_app.customers where customer_id = 1000") == [(0,)]
+    assert execute(
+        warehouse_dsn, "select count(*) from raw_app.customers where customer_id = 1000"
+    ) == [(0,)]
 
 
 def test_hard_deletes_are_recorded_not_kept_live(
@@ -110,7 +121,10 @@ def test_hard_deletes_are_recorded_not_kept_live(
     # Only the two key ranges that differ were re-read (plus the rows at the mark),
     # not the whole table.
     assert result.reread <= 2 * deletes.RANGE_SIZE + 10
-    deleted = execute(warehouse_dsn, "select customer_id from raw_app.customers where _deleted_at is not null order by 1")
+    deleted = execute(
+        warehouse_dsn,
+        "select customer_id from raw_app.customers where _deleted_at is not null order by 1",
+    )
     assert deleted == [(5,), (45005,), (45006,)]
     again = run_load(only(app_source, "customers"))["customers"]
     assert (again.deleted, again.updated, again.inserted) == (0, 0, 0)
@@ -125,7 +139,9 @@ def test_a_key_deleted_and_reinserted_comes_back_live(
     run_load(only(app_source, "customers"))
     add_customers(source_dsn, 3, 3)
     run_load(only(app_source, "customers"))
-    assert execute(warehouse_dsn, "select _deleted_at is null from raw_app.customers where customer_id = 3") == [(True,)]
+    assert execute(
+        warehouse_dsn, "select _deleted_at is null from raw_app.customers where customer_id = 3"
+    ) == [(True,)]
 
 
 def test_a_failed_load_leaves_the_warehouse_and_the_mark_as_they_were(
@@ -164,4 +180,6 @@ def test_loads_of_the_same_table_never_run_at_once(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert execute(warehouse_dsn, "select count(*), count(distinct customer_id) from raw_app.customers") == [(2000, 2000)]
+    assert execute(
+        warehouse_dsn, "select count(*), count(distinct customer_id) from raw_app.customers"
+    ) == [(2000, 2000)]

@@ -7,8 +7,8 @@ import pytest
 
 from loaders.catalog import is_widening
 from loaders.config import TableConfig
-from loaders.pipeline import raise_on_failure
 from loaders.exceptions import LoadRunFailed
+from loaders.pipeline import raise_on_failure
 from tests.loaders.conftest import custom_source, execute
 
 AWKWARD_TABLE = """
@@ -51,11 +51,17 @@ insert into "Odd Table" values
 """
 
 ODD = TableConfig(
-    name="Odd Table", mode="incremental", cursor="updated_at", primary_key=("ID",), detect_deletes=True
+    name="Odd Table",
+    mode="incremental",
+    cursor="updated_at",
+    primary_key=("ID",),
+    detect_deletes=True,
 )
 
 
-def test_every_type_round_trips_byte_for_byte(source_dsn: str, warehouse_dsn: str, run_load) -> None:
+def test_every_type_round_trips_byte_for_byte(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
     execute(source_dsn, AWKWARD_TABLE)
     raise_on_failure(list(run_load(custom_source(ODD)).values()))
     columns = (
@@ -63,7 +69,7 @@ def test_every_type_round_trips_byte_for_byte(source_dsn: str, warehouse_dsn: st
         "matrix, cast(doc as text), docb, blob, money_, ratio, at_, plain_at, took, uid, search"
     )
     # compared as text, so NaN, infinities and bytea compare by their exact bytes
-    as_text = f"select cast(row({columns}) as text) from {{}} order by \"ID\""
+    as_text = f'select cast(row({columns}) as text) from {{}} order by "ID"'
     source = execute(source_dsn, as_text.format('"Odd Table"'))
     warehouse = execute(warehouse_dsn, as_text.format('raw_app."Odd Table"'))
     assert len(source) == 3
@@ -76,7 +82,9 @@ def test_every_type_round_trips_byte_for_byte(source_dsn: str, warehouse_dsn: st
     assert (second.inserted, second.updated, second.deleted) == (0, 0, 0)
 
 
-def test_user_defined_types_become_portable_types(source_dsn: str, warehouse_dsn: str, run_load) -> None:
+def test_user_defined_types_become_portable_types(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
     execute(source_dsn, AWKWARD_TABLE)
     run_load(custom_source(ODD))
     types = dict(
@@ -92,7 +100,9 @@ def test_user_defined_types_become_portable_types(source_dsn: str, warehouse_dsn
     assert types["pair"] == "text"
 
 
-def test_views_and_partitioned_tables_can_be_sources(source_dsn: str, warehouse_dsn: str, run_load) -> None:
+def test_views_and_partitioned_tables_can_be_sources(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
     execute(
         source_dsn,
         "create table measurements (id int, taken_at timestamptz not null, value real) "
@@ -109,7 +119,10 @@ def test_views_and_partitioned_tables_can_be_sources(source_dsn: str, warehouse_
         TableConfig(name="country_names", mode="bulk", primary_key=("country_code",)),
     )
     raise_on_failure(list(run_load(source).values()))
-    assert execute(warehouse_dsn, "select id, value from raw_app.measurements order by 1") == [(1, 1.5), (2, 2.5)]
+    assert execute(warehouse_dsn, "select id, value from raw_app.measurements order by 1") == [
+        (1, 1.5),
+        (2, 2.5),
+    ]
     assert execute(warehouse_dsn, "select count(*) from raw_app.country_names") == [(3,)]
     # a table without a primary key reloads in bulk, and an unchanged one writes nothing
     again = run_load(source)
@@ -129,7 +142,9 @@ def _widgets(source_dsn: str) -> TableConfig:
     return TableConfig(name="widgets", mode="incremental", cursor="updated_at", primary_key=("id",))
 
 
-def test_schema_drift_adds_keeps_and_widens_columns(source_dsn: str, warehouse_dsn: str, run_load) -> None:
+def test_schema_drift_adds_keeps_and_widens_columns(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
     widgets = _widgets(source_dsn)
     run_load(custom_source(widgets))
     execute(
@@ -142,7 +157,9 @@ def test_schema_drift_adds_keeps_and_widens_columns(source_dsn: str, warehouse_d
         "insert into widgets (id, name, size, colour) values (3, 'c', 3, 'blue')",
     )
     raise_on_failure(list(run_load(custom_source(widgets)).values()))
-    rows = execute(warehouse_dsn, "select id, name, size, colour, gone from raw_app.widgets order by id")
+    rows = execute(
+        warehouse_dsn, "select id, name, size, colour, gone from raw_app.widgets order by id"
+    )
     assert rows == [
         (1, "n" * 40, 5_000_000_000, "red", None),
         (2, "b", 2, None, "y"),
@@ -171,15 +188,27 @@ def test_an_incompatible_type_change_fails_clearly_and_writes_nothing(
     [
         (TableConfig(name="custmers", mode="bulk"), "no table or view 'custmers'"),
         (
-            TableConfig(name="customers", mode="incremental", cursor="modified_at", primary_key=("customer_id",)),
+            TableConfig(
+                name="customers",
+                mode="incremental",
+                cursor="modified_at",
+                primary_key=("customer_id",),
+            ),
             "cursor column 'modified_at' does not exist; choose one of: customer_id, email",
         ),
         (
-            TableConfig(name="customers", mode="incremental", cursor="updated_at", primary_key=("id",)),
+            TableConfig(
+                name="customers", mode="incremental", cursor="updated_at", primary_key=("id",)
+            ),
             "primary_key column 'id' does not exist",
         ),
         (
-            TableConfig(name="customers", mode="incremental", cursor="customer_id", primary_key=("customer_id",)),
+            TableConfig(
+                name="customers",
+                mode="incremental",
+                cursor="customer_id",
+                primary_key=("customer_id",),
+            ),
             "an incremental cursor must be a timestamp",
         ),
     ],
@@ -193,7 +222,9 @@ def test_a_bad_declaration_names_the_candidates_and_writes_nothing(
     assert message in result.error
     with pytest.raises(LoadRunFailed):
         raise_on_failure(list(results.values()))
-    assert execute(warehouse_dsn, "select count(*) from pg_tables where schemaname = 'raw_app'") == [(0,)]
+    assert execute(
+        warehouse_dsn, "select count(*) from pg_tables where schemaname = 'raw_app'"
+    ) == [(0,)]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,173 @@
+"""tidewater's tasks. The main job is `invoke load transform`.
+
+Tasks are thin: each calls a package (`python -m loaders`, `python -m roles`,
+`python -m tidewater`) or a tool, and exits with its exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from invoke import Context, Exit, task
+
+PYTHON = shlex.quote(sys.executable)
+os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+
+
+def _run(c: Context, command: str) -> None:
+    """Run a command; on failure exit with its code (it has printed its own error)."""
+    result = c.run(command, warn=True, pty=False)
+    if result is None or result.failed:
+        raise Exit(code=result.return_code if result is not None else 1)
+
+
+def _common(target: str | None, profiles_dir: str | None) -> str:
+    options = ""
+    if target:
+        options += f" --target {shlex.quote(target)}"
+    if profiles_dir:
+        options += f" --profiles-dir {shlex.quote(profiles_dir)}"
+    return options
+
+
+@task
+def up(c: Context) -> None:
+    """Start the embedded PostgreSQL server (data in .tidewater/pgdata)."""
+    _run(c, f"{PYTHON} -m tidewater up")
+
+
+@task
+def down(c: Context) -> None:
+    """Stop the embedded PostgreSQL server."""
+    _run(c, f"{PYTHON} -m tidewater down")
+
+
+@task(help={"source": "print this source's URL (e.g. app) instead of the warehouse's"})
+def dsn(c: Context, source: str = "", target: str = "", profiles_dir: str = "") -> None:
+    """Print the warehouse connection URL (or a source's), for psql and scripts."""
+    extra = f" --source {shlex.quote(source)}" if source else ""
+    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} dsn{extra}")
+
+
+@task(help={"scale": "1 ≈ 1,000 customers and 25,000 events; 200 ≈ 5 million events"})
+def app(c: Context, scale: float = 1.0) -> None:
+    """Create or refresh the demo production app (database `app` on the embedded server)."""
+    _run(c, f"{PYTHON} -m tidewater app --scale {scale}")
+
+
+@task(help={"steps": "transactions to run", "seed": "random seed (default: random)"})
+def simulate(c: Context, steps: int = 100, seed: int | None = None) -> None:
+    """Mutate the demo app like live traffic: inserts, status changes, deletes."""
+    extra = f" --seed {seed}" if seed is not None else ""
+    _run(c, f"{PYTHON} -m tidewater simulate --steps {steps}{extra}")
+
+
+@task(
+    help={
+        "source": "only this source",
+        "table": "only this table",
+        "workers": "tables loaded at once",
+        "keep_going": "load the other tables when one fails (still exits non-zero)",
+    }
+)
+def load(
+    c: Context,
+    target: str = "",
+    profiles_dir: str = "",
+    source: str = "",
+    table: str = "",
+    workers: int = 4,
+    keep_going: bool = False,
+) -> None:
+    """Load every declared source table into raw_<source> (incremental or bulk)."""
+    options = _common(target, profiles_dir) + f" --workers {workers}"
+    if source:
+        options += f" --source {shlex.quote(source)}"
+    if table:
+        options += f" --table {shlex.quote(table)}"
+    if keep_going:
+        options += " --keep-going"
+    _run(c, f"{PYTHON} -m loaders{options}")
+
+
+@task(
+    help={
+        "full_refresh": "rebuild incremental models from scratch",
+        "select": "dbt selector (e.g. marts)",
+    }
+)
+def transform(
+    c: Context,
+    target: str = "",
+    profiles_dir: str = "",
+    full_refresh: bool = False,
+    select: str = "",
+) -> None:
+    """Build and test the dbt project (dbt build); a failing test stops what depends on it."""
+    options = " --full-refresh" if full_refresh else ""
+    if select:
+        options += f" --select {shlex.quote(select)}"
+    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} transform{options}")
+
+
+@task(
+    help={
+        "apply": "apply the plan (default: print it, changing nothing)",
+        "verify": "try every operation as each role and print the matrix",
+        "generate": "write a spec from the existing database to this path",
+    }
+)
+def roles(
+    c: Context,
+    apply: bool = False,
+    verify: bool = False,
+    generate: str = "",
+    target: str = "",
+    profiles_dir: str = "",
+) -> None:
+    """Plan (default), apply or verify the least-privilege grants in roles/roles.yml."""
+    command = "plan"
+    extra = ""
+    if apply:
+        command = "apply"
+    if verify:
+        command = "verify"
+    if generate:
+        command, extra = "generate", f" --output {shlex.quote(generate)}"
+    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} up-if-embedded")
+    _run(c, f"{PYTHON} -m roles {command}{_common(target, profiles_dir)}{extra}")
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff over the Python, sqlfluff (dbt templater) over the dbt project."""
+    _run(c, "ruff check .")
+    _run(c, "ruff format --check .")
+    _run(c, f"{PYTHON} -m tidewater lint-sql")
+
+
+@task
+def docs(c: Context, target: str = "", profiles_dir: str = "") -> None:
+    """Generate dbt docs with the lineage graph (dbt_project/target/index.html)."""
+    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} dbt docs generate")
+
+
+@task(help={"json": "print machine-readable JSON"})
+def status(c: Context, json: bool = False, target: str = "", profiles_dir: str = "") -> None:
+    """What ran, when, for how long, with how many rows; failures and freshness."""
+    extra = " --json" if json else ""
+    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} status{extra}")
+
+
+@task(help={"args": "extra pytest arguments"})
+def test(c: Context, args: str = "") -> None:
+    """Run the test suite against a real PostgreSQL (embedded, or TIDEWATER_TEST_DSN)."""
+    _run(c, f"{PYTHON} -m pytest {args}")
+
+
+@task(help={"scale": "demo app scale; 200 ≈ 5 million events"})
+def bench(c: Context, scale: float = 200.0) -> None:
+    """Benchmarks (long): loader throughput vs a psql COPY pipe, incremental costs."""
+    _run(c, f"{PYTHON} -m bench --scale {scale}")

@@ -1,0 +1,180 @@
+"""``python -m tidewater``: the embedded server, connection URLs, setup, the demo
+app and the transform. `invoke` tasks call these; people can too."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tidewater import embedded
+from tidewater.cli import fail, say
+from tidewater.exceptions import TidewaterError
+from tidewater.profile import load_target
+
+
+def _up(args: argparse.Namespace) -> None:
+    server = embedded.start()
+    say(f"embedded PostgreSQL is running on {server.host}:{server.port} (data in {server.pgdata})")
+
+
+def _down(args: argparse.Namespace) -> None:
+    stopped = embedded.stop()
+    say("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+
+
+def _dsn(args: argparse.Namespace) -> None:
+    if args.source:
+        from loaders.config import load_sources, select_sources, source_dsn
+        from tidewater.setup import ensure_demo_app
+
+        (source,) = select_sources(load_sources(), [args.source])
+        dsn = source_dsn(source)
+        if dsn is None:
+            if args.source != "app":
+                raise TidewaterError(f"source {args.source} has no DSN; export {source.dsn_env}")
+            dsn = ensure_demo_app()
+        print(dsn)
+        return
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    if target.is_embedded:
+        embedded.start()
+    print(target.dsn(with_password=args.with_password))
+
+
+def _up_if_embedded(args: argparse.Namespace) -> None:
+    from tidewater.setup import admin_target, create_database_if_missing
+
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    if target.is_embedded:
+        embedded.start()
+        create_database_if_missing(admin_target(target), target.dbname)
+
+
+def _lint_sql(args: argparse.Namespace) -> None:
+    import os
+    import subprocess
+
+    from tidewater.paths import PROJECT_ROOT
+    from tidewater.setup import ensure_warehouse
+    from tidewater.transform import dbt_env
+
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    ensure_warehouse(target)  # the dbt templater compiles against the warehouse
+    env = dbt_env() | {"DBT_PROFILES_DIR": str(target.profiles_dir), "DBT_TARGET": target.name}
+    sqlfluff = os.path.join(os.path.dirname(sys.executable), "sqlfluff")
+    code = subprocess.call(
+        [sqlfluff, "lint", "dbt_project", "--processes", "2"], cwd=PROJECT_ROOT, env=env
+    )
+    if code:
+        raise TidewaterError("sqlfluff found problems (listed above); `sqlfluff fix` can fix most")
+
+
+def _status(args: argparse.Namespace) -> None:
+    from tidewater.status import print_status
+
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    if target.is_embedded:
+        embedded.start()
+    print_status(target, as_json=args.json)
+
+
+def _setup(args: argparse.Namespace) -> None:
+    from tidewater.setup import ensure_warehouse
+
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    ensure_warehouse(target)
+    say(f"warehouse ready: {target.dsn()}")
+
+
+def _app(args: argparse.Namespace) -> None:
+    from tidewater.setup import ensure_demo_app
+
+    print(ensure_demo_app(scale=args.scale, refresh=True))
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    import demo_app.workload
+    from tidewater.setup import ensure_demo_app
+
+    counts = demo_app.workload.simulate(ensure_demo_app(), steps=args.steps, seed=args.seed)
+    say("demo app workload: " + ", ".join(f"{key} {value}" for key, value in counts.items()))
+
+
+def _transform(args: argparse.Namespace) -> None:
+    from tidewater.setup import ensure_warehouse
+    from tidewater.transform import run_dbt
+
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    ensure_warehouse(target)
+    extra: list[str] = []
+    if args.full_refresh:
+        extra.append("--full-refresh")
+    if args.select:
+        extra += ["--select", *args.select]
+    if args.exclude:
+        extra += ["--exclude", *args.exclude]
+    run_dbt("build", target, *extra)
+
+
+def _dbt(args: argparse.Namespace) -> None:
+    from tidewater.transform import run_dbt
+
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    if target.is_embedded:
+        embedded.start()
+    run_dbt(args.command, target, *args.dbt_args, record=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tidewater", description=__doc__)
+    parser.add_argument("--target", help="dbt profile target (default: the profile's)")
+    parser.add_argument("--profiles-dir", help="directory holding profiles.yml")
+    commands = parser.add_subparsers(dest="command_name", required=True)
+    commands.add_parser("up", help="start the embedded server").set_defaults(run=_up)
+    commands.add_parser("down", help="stop the embedded server").set_defaults(run=_down)
+    dsn = commands.add_parser("dsn", help="print a connection URL")
+    dsn.add_argument("--source", help="print this source's URL instead of the warehouse's")
+    dsn.add_argument("--with-password", action="store_true")
+    dsn.set_defaults(run=_dsn)
+    commands.add_parser(
+        "up-if-embedded", help="start the embedded server and create the database if needed"
+    ).set_defaults(run=_up_if_embedded)
+    commands.add_parser("lint-sql", help="sqlfluff over the dbt project").set_defaults(
+        run=_lint_sql
+    )
+    status = commands.add_parser("status", help="recent runs, rows, failures and freshness")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
+    commands.add_parser("setup", help="create the warehouse and apply roles").set_defaults(
+        run=_setup
+    )
+    app = commands.add_parser("app", help="create or refresh the demo app")
+    app.add_argument("--scale", type=float, default=1.0)
+    app.set_defaults(run=_app)
+    simulate = commands.add_parser("simulate", help="mutate the demo app like live traffic")
+    simulate.add_argument("--steps", type=int, default=100)
+    simulate.add_argument("--seed", type=int)
+    simulate.set_defaults(run=_simulate)
+    transform = commands.add_parser("transform", help="dbt build, recorded in ops")
+    transform.add_argument("--full-refresh", action="store_true")
+    transform.add_argument("--select", nargs="+")
+    transform.add_argument("--exclude", nargs="+")
+    transform.set_defaults(run=_transform)
+    dbt = commands.add_parser("dbt", help="run any dbt command on this project and target")
+    dbt.add_argument("command")
+    dbt.add_argument("dbt_args", nargs=argparse.REMAINDER)
+    dbt.set_defaults(run=_dbt)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except TidewaterError as exc:
+        return fail(exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Running dbt: ``dbt build`` against the same profile and target the loaders use,
+with the outcome of every model, test and snapshot recorded in ``ops``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from tidewater.exceptions import TidewaterError
+from tidewater.paths import DBT_PROJECT_DIR
+from tidewater.profile import Target
+from tidewater.runs import record_dbt_results, record_job
+from tidewater.setup import warehouse_connector
+
+
+class TransformFailed(TidewaterError):
+    def __init__(self, command: str, returncode: int, failed: Sequence[str]) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.failed = tuple(failed)
+        detail = f": {', '.join(self.failed[:5])}" if self.failed else ""
+        super().__init__(
+            f"dbt {command} failed (exit {returncode}){detail}; downstream models were skipped. "
+            "Fix the data or the model, then run `invoke transform` again"
+        )
+
+
+def dbt_env() -> dict[str, str]:
+    """The environment every dbt invocation gets."""
+    env = dict(os.environ)
+    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    env.setdefault("DBT_LOG_FORMAT", "text")
+    return env
+
+
+def dbt_command(command: str, target: Target, *args: str) -> list[str]:
+    """The argument vector for ``dbt <command>`` on this project and target."""
+    dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
+    return [
+        dbt if os.path.exists(dbt) else "dbt",
+        command,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(target.profiles_dir),
+        "--target",
+        target.name,
+        *args,
+    ]
+
+
+def run_dbt(command: str, target: Target, *args: str, record: bool = True) -> None:
+    """Run a dbt command; with ``record``, write the job and per-node results to ops."""
+    argv = dbt_command(command, target, *args)
+    if not record:
+        code = subprocess.call(argv, env=dbt_env())
+        if code:
+            raise TransformFailed(command, code, [])
+        return
+    connect = warehouse_connector(target)
+    results_path = DBT_PROJECT_DIR / "target" / "run_results.json"
+    results_path.unlink(missing_ok=True)  # never read a previous run's results
+    with record_job(connect, f"dbt {command}") as run:
+        code = subprocess.call(argv, env=dbt_env())
+        failed: list[str] = []
+        if results_path.exists():
+            results = json.loads(results_path.read_text())
+            conn = connect()
+            conn.autocommit = True
+            try:
+                record_dbt_results(conn, run.run_id, results)
+            finally:
+                conn.close()
+            failed = [
+                r["unique_id"]
+                for r in results.get("results", [])
+                if r.get("status") in ("error", "fail", "runtime error")
+            ]
+            run.details = {
+                "nodes": len(results.get("results", [])),
+                "failed": failed,
+                "skipped": sum(
+                    1 for r in results.get("results", []) if r.get("status") == "skipped"
+                ),
+            }
+        if code:
+            raise TransformFailed(command, code, failed)
