@@ -220,13 +220,63 @@ def load_table(
         source_conn.rollback()
     except psycopg2.DataError as exc:
         warehouse_conn.rollback()
-        raise BadData(f"{source.name}.{table.name}", " ".join(str(exc).split())) from exc
+        reason = " ".join(str(exc).split())
+        if "invalid byte sequence" in reason:
+            reason += _locate_invalid_text(connect_source, source, table)
+        raise BadData(f"{source.name}.{table.name}", reason) from exc
     finally:
         result.duration_s = time.perf_counter() - started
         for conn in (source_conn, warehouse_conn):
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
     return result
+
+
+def _locate_invalid_text(
+    connect_source: ConnectFn, source: SourceConfig, table: TableConfig
+) -> str:
+    """Find the first key and column holding bytes that are not valid UTF-8."""
+    conn = connect_source()
+    try:
+        cur = conn.cursor()
+        columns = validate_table(cur, source, table)
+        texts = [
+            c.name
+            for c in columns
+            if c.warehouse_type in ("text", "character varying")
+            or c.warehouse_type.startswith(("character varying(", "character("))
+        ]
+        keys = list(table.primary_key) or [columns[0].name]
+        if not texts:
+            return ""
+        cur.execute(
+            sql.SQL("select {}, {} from {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("cast({} as text)").format(sql.Identifier(k)) for k in keys
+                ),
+                sql.SQL(", ").join(
+                    sql.SQL("convert_to({}, 'SQL_ASCII')").format(sql.Identifier(c)) for c in texts
+                ),
+                sql.Identifier(source.source_schema, table.name),
+            )
+        )
+        for row in cur:
+            for name, value in zip(texts, row[len(keys) :], strict=True):
+                if value is None:
+                    continue
+                try:
+                    bytes(value).decode("utf-8")
+                except UnicodeDecodeError:
+                    key = ", ".join(f"{k}={v}" for k, v in zip(keys, row, strict=False))
+                    return (
+                        f" (first at key {key}, column {name}); fix the value at the source "
+                        "or convert the column (e.g. with convert_from) in a view and load that"
+                    )
+        return ""
+    except psycopg2.Error:
+        return ""
+    finally:
+        conn.close()
 
 
 def _load_incremental(

