@@ -135,13 +135,42 @@ DEVICES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
 )
 
 REFERRERS: tuple[tuple[str, int], ...] = (
-    ("direct", 35), ("google", 30), ("newsletter", 10), ("instagram", 8), ("facebook", 6),
-    ("bing", 4), ("tiktok", 4), ("affiliate", 3),
+    ("direct", 35),
+    ("google", 30),
+    ("newsletter", 10),
+    ("instagram", 8),
+    ("facebook", 6),
+    ("bing", 4),
+    ("tiktok", 4),
+    ("affiliate", 3),
 )
 
 # Share of sessions starting in each UTC hour: quiet at night, busy in the evening.
 HOUR_WEIGHTS: tuple[int, ...] = (
-    3, 2, 2, 1, 1, 1, 2, 3, 5, 6, 7, 7, 8, 8, 8, 8, 8, 9, 10, 11, 11, 9, 7, 5,
+    3,
+    2,
+    2,
+    1,
+    1,
+    1,
+    2,
+    3,
+    5,
+    6,
+    7,
+    7,
+    8,
+    8,
+    8,
+    8,
+    8,
+    9,
+    10,
+    11,
+    11,
+    9,
+    7,
+    5,
 )
 
 # Monday .. Sunday

@@ -102,14 +102,14 @@ _DAY_PREFIX = [
 ]
 
 
+_CLOCK = [f"{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)]
+
+
 def timestamp(micros: int) -> str:
     """COPY text for a time given in microseconds since ``HISTORY_START``."""
     day, rest = divmod(micros, DAY)
-    seconds, fraction = divmod(rest, SECOND)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    prefix = _DAY_PREFIX[day + _PRODUCT_HISTORY_DAYS]
-    return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{fraction:06d}+00"
+    second, fraction = divmod(rest, SECOND)
+    return f"{_DAY_PREFIX[day + _PRODUCT_HISTORY_DAYS]}{_CLOCK[second]}{fraction:06d}+00"
 
 
 def money(cents: int) -> str:
@@ -197,6 +197,16 @@ _ANONYMOUS_TYPES = ("page_view", "search", "add_to_cart", "checkout_started", "s
 _ANONYMOUS_CUMULATIVE = list(accumulate((68, 14, 12, 4, 2)))
 
 
+def _below(rng: random.Random, n: int) -> int:
+    """A whole number in ``[0, n)``; faster than ``randrange`` and as repeatable."""
+    return int(rng.random() * n)
+
+
+def _between(rng: random.Random, low: int, high: int) -> int:
+    """A whole number in ``[low, high)``."""
+    return low + int(rng.random() * (high - low))
+
+
 def _pick(rng: random.Random, cumulative: Sequence[float]) -> int:
     """Index drawn with the given cumulative weights."""
     return bisect_right(cumulative, rng.random() * cumulative[-1])
@@ -241,22 +251,20 @@ class Synthesizer:
         categories = list(CATEGORIES.items())
         lines = []
         for product_id in range(1, self.sizes.products + 1):
-            category, (_, prefix, median, nouns) = categories[
-                rng.randrange(len(categories))
-            ]
+            category, (_, prefix, median, nouns) = categories[_below(rng, len(categories))]
             name = f"{rng.choice(ADJECTIVES)} {rng.choice(nouns)}"
             price = min(250_000, max(99, round(rng.lognormvariate(math.log(median), 0.6))))
             if rng.random() < 0.7:
                 price = max(99, price // 100 * 100 - 1)  # x.99
-            created = -rng.randrange(DAY, 365 * DAY)
+            created = -_between(rng, DAY, 365 * DAY)
             updated = created
             is_active = True
             change = rng.random()
             if change < 0.08:
                 is_active = False
-                updated = rng.randrange(END)
+                updated = _below(rng, END)
             elif change < 0.3:
-                updated = rng.randrange(END)
+                updated = _below(rng, END)
             sku = f"{prefix}-{product_id:05d}"
             lines.append(
                 f"{product_id}\t{sku}\t{name}\t{category}\t{money(price)}\t"
@@ -270,9 +278,12 @@ class Synthesizer:
         self.counts["products"] = len(lines)
         yield "".join(lines)
 
-    def _time_of_day(self, rng: random.Random, day: int) -> int:
-        hours = _HOUR_CUMULATIVE_EARLY if day == HISTORY_DAYS - 1 else _HOUR_CUMULATIVE
-        return day * DAY + _pick(rng, hours) * HOUR + rng.randrange(HOUR)
+    def _time_of_day(self, rng: random.Random, day: int, *, early: bool = False) -> int:
+        """A time on ``day`` at a typical hour; before 16:00 if ``early`` and it is the
+        last day, so whatever follows still happens before ``ANCHOR``."""
+        last = early and day == HISTORY_DAYS - 1
+        hours = _HOUR_CUMULATIVE_EARLY if last else _HOUR_CUMULATIVE
+        return day * DAY + _pick(rng, hours) * HOUR + _below(rng, HOUR)
 
     def _customers(self) -> Iterator[str]:
         rng = self._rng("customers")
@@ -292,8 +303,8 @@ class Synthesizer:
                     propensity = max(propensity, 1.0)  # somebody has to buy first
                 updated = signed_up
                 if rng.random() < 0.25:
-                    updated += rng.randrange(END - signed_up)
-                domain = EMAIL_DOMAINS[rng.randrange(len(EMAIL_DOMAINS))]
+                    updated += _below(rng, END - signed_up)
+                domain = EMAIL_DOMAINS[_below(rng, len(EMAIL_DOMAINS))]
                 email = f"{first_slug}.{last_slug}{customer_id}@{domain}"
                 signed = timestamp(signed_up)
                 lines.append(
@@ -357,7 +368,7 @@ class Synthesizer:
         # items
         chosen: set[int] = set()
         lines = 1
-        while lines < 12 and rng.random() < 0.62:
+        while lines < 12 and rng.random() < 0.66:
             lines += 1
         total = 0
         for _ in range(lines):
@@ -381,7 +392,7 @@ class Synthesizer:
         # lifecycle as of the anchor
         method = PAYMENT_METHODS[_pick(rng, _METHOD_CUMULATIVE)][0]
         payments: list[tuple[str, int, int, int | None]] = []  # status, created, updated, paid
-        attempt_at = ordered_at + rng.randrange(20 * SECOND, 3 * MINUTE)
+        attempt_at = ordered_at + _between(rng, 20 * SECOND, 3 * MINUTE)
         roll = rng.random()
         failures = 0
         if method in ("card", "paypal"):
@@ -391,21 +402,21 @@ class Synthesizer:
             failures = 0 if roll < 0.6 else 1 + (roll > 0.9)
             for _ in range(failures):
                 payments.append(("failed", attempt_at, attempt_at + 2 * SECOND, None))
-                attempt_at += rng.randrange(30 * SECOND, 5 * MINUTE)
-            cancelled_at = ordered_at + rng.randrange(10 * MINUTE, 2 * DAY)
+                attempt_at += _between(rng, 30 * SECOND, 5 * MINUTE)
+            cancelled_at = ordered_at + _between(rng, 10 * MINUTE, 2 * DAY)
             if cancelled_at < END:
                 status, updated = "cancelled", cancelled_at
         else:
             for _ in range(failures):
                 payments.append(("failed", attempt_at, attempt_at + 2 * SECOND, None))
-                attempt_at += rng.randrange(30 * SECOND, 5 * MINUTE)
+                attempt_at += _between(rng, 30 * SECOND, 5 * MINUTE)
             if method == "bank_transfer":
-                paid_at = attempt_at + rng.randrange(6 * HOUR, 3 * DAY)
+                paid_at = attempt_at + _between(rng, 6 * HOUR, 5 * DAY)
             else:
-                paid_at = attempt_at + rng.randrange(SECOND, 4 * SECOND)
-            shipped_at = paid_at + rng.randrange(4 * HOUR, 3 * DAY)
-            delivered_at = shipped_at + rng.randrange(DAY, 6 * DAY)
-            returned_at = delivered_at + rng.randrange(2 * DAY, 30 * DAY)
+                paid_at = attempt_at + _between(rng, SECOND, 4 * SECOND)
+            shipped_at = paid_at + _between(rng, 4 * HOUR, 3 * DAY)
+            delivered_at = shipped_at + _between(rng, DAY, 6 * DAY)
+            returned_at = delivered_at + _between(rng, 2 * DAY, 30 * DAY)
             if paid_at < END:
                 payments.append(("succeeded", attempt_at, paid_at, paid_at))
                 status, updated = "paid", paid_at
@@ -461,7 +472,7 @@ class Synthesizer:
         self, rng: random.Random, day: int, rows: list[tuple[int, str]], most: int
     ) -> None:
         """Append one session of up to ``most`` events starting on ``day``."""
-        at = self._time_of_day(rng, day)
+        at = self._time_of_day(rng, day, early=True)
         bits = rng.getrandbits(128)
         bits = (bits & ~(0xF << 76)) | (4 << 76)  # version 4
         bits = (bits & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
@@ -473,7 +484,7 @@ class Synthesizer:
             total = self._browsing[known - 1]
             customer = str(bisect_right(self._browsing, rng.random() * total, 0, known) + 1)
         device, _, browsers = DEVICES[_pick(rng, _DEVICE_CUMULATIVE)]
-        browser = browsers[rng.randrange(len(browsers))]
+        browser = browsers[_below(rng, len(browsers))]
         referrer = REFERRERS[_pick(rng, _REFERRER_CUMULATIVE)][0]
         viewing = f'{{"device": "{device}", "browser": "{browser}"}}'
         prefix = f"{session}\t{customer}\t"
@@ -483,14 +494,16 @@ class Synthesizer:
             if signed_in
             else (_ANONYMOUS_TYPES, _ANONYMOUS_CUMULATIVE)
         )
-        length = min(most, 1 + min(int(rng.expovariate(0.25)), 39))
+        length = min(most, 1 + min(int(-4.0 * math.log(1.0 - rng.random())), 39))
         cart_items = cart_value = 0
         for position in range(length):
             if position == 0:
                 event_type = "login" if signed_in and rng.random() < 0.25 else "page_view"
             else:
                 event_type = types[_pick(rng, cumulative)]
-                at += 2 * SECOND + min(int(rng.expovariate(1 / 40) * SECOND), 10 * MINUTE)
+                at += 2 * SECOND + min(
+                    int(-40.0 * SECOND * math.log(1.0 - rng.random())), 10 * MINUTE
+                )
             if event_type == "page_view":
                 roll = rng.random()
                 if roll < 0.25:
@@ -498,7 +511,7 @@ class Synthesizer:
                 elif roll < 0.7:
                     path = self._product_path[_pick(rng, self._popularity)]
                 elif roll < 0.88:
-                    path = self._category_path[rng.randrange(len(self._category_path))]
+                    path = self._category_path[_below(rng, len(self._category_path))]
                 elif roll < 0.95:
                     path = "/cart"
                 else:
@@ -510,8 +523,8 @@ class Synthesizer:
                 )
             elif event_type == "search":
                 path = "/search"
-                term = SEARCH_TERMS[rng.randrange(len(SEARCH_TERMS))]
-                properties = f'{{"query": "{term}", "result_count": {rng.randrange(120)}}}'
+                term = SEARCH_TERMS[_below(rng, len(SEARCH_TERMS))]
+                properties = f'{{"query": "{term}", "result_count": {_below(rng, 120)}}}'
             elif event_type == "add_to_cart":
                 product = _pick(rng, self._popularity)
                 path = self._product_path[product]
@@ -524,9 +537,7 @@ class Synthesizer:
                 )
             elif event_type == "checkout_started":
                 path = "/checkout"
-                properties = (
-                    f'{{"cart_items": {cart_items}, "cart_value": {money(cart_value)}}}'
-                )
+                properties = f'{{"cart_items": {cart_items}, "cart_value": {money(cart_value)}}}'
             elif event_type == "login":
                 path = "/login"
                 method = ("password", "google", "apple")[_pick(rng, (70, 92, 100))]

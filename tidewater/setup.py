@@ -60,7 +60,8 @@ def apply_roles(admin: Target, *, spec_path: Any = None, quiet: bool = False) ->
     """Apply the role spec (creating roles, users and schemas); returns statements run."""
     import roles
 
-    spec = roles.load_spec(spec_path) if spec_path else roles.load_spec()
+    prefix = os.environ.get("TIDEWATER_ROLE_PREFIX", "")
+    spec = roles.load_spec(spec_path, prefix=prefix) if spec_path else roles.load_spec(prefix=prefix)
     conn = connect(admin, what="the warehouse (admin)")
     try:
         plan = roles.plan_changes(conn, spec)

@@ -1,0 +1,138 @@
+"""Command line: ``python -m roles [plan|apply|verify|generate] [options]``.
+
+Connects as the admin output of the dbt profile (``<target>_admin``, or
+``TIDEWATER_ADMIN_TARGET``) unless ``--dsn`` names a connection. Exit status: 0 when
+done, 1 on an error (one line on stderr), 2 when verify finds differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from roles import apply_plan, generate_spec, load_spec, plan_changes, render_redshift, verify
+from roles.exceptions import UnsupportedTarget
+from roles.passwords import resolve_passwords
+from tidewater.db import connect
+from tidewater.exceptions import TidewaterError
+from tidewater.paths import ROLES_SPEC
+from tidewater.profile import Target, admin_target_name, load_target
+
+Command = Literal["plan", "apply", "verify", "generate"]
+EXIT_VIOLATIONS = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m roles",
+        description="Least-privilege grants as code: plan, apply, verify, generate.",
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="plan",
+        choices=["plan", "apply", "verify", "generate"],
+        help="plan (default): print the SQL, run it in a transaction that rolls back; "
+        "apply: commit it; verify: try every operation as every role; "
+        "generate: write a spec from the database",
+    )
+    parser.add_argument("--spec", type=Path, default=ROLES_SPEC, help="the spec file")
+    parser.add_argument("--target", help="dbt target; roles connect as its <target>_admin")
+    parser.add_argument("--profiles-dir", help="where profiles.yml is, as for dbt")
+    parser.add_argument("--dsn", help="admin connection URL, instead of the profile")
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("TIDEWATER_ROLE_PREFIX", ""),
+        help="prefix every role and user name (default: TIDEWATER_ROLE_PREFIX)",
+    )
+    parser.add_argument("--output", type=Path, help="generate: write here instead of stdout")
+    return parser
+
+
+def _targets(args: argparse.Namespace) -> tuple[Target, Target]:
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    admin = load_target(admin_target_name(target), profiles_dir=args.profiles_dir)
+    return target, admin
+
+
+def run(args: argparse.Namespace) -> int:
+    command: Command = args.command
+    fallback: dict[str, str] = {}
+    if args.dsn:
+        where: Target | str = args.dsn
+        kind = "postgres"
+    else:
+        target, admin = _targets(args)
+        where, kind = admin, admin.type
+        if target.password:
+            # The dbt profile's user gets the password dbt will log in with.
+            fallback[target.user] = target.password
+
+    if command == "generate":
+        if kind == "redshift":
+            raise UnsupportedTarget(kind, command, "write the spec by hand")
+        conn = connect(where, what="the warehouse (as admin)")
+        try:
+            text = generate_spec(conn)
+        finally:
+            conn.close()
+        if args.output:
+            args.output.write_text(text)
+            print(f"wrote {args.output}; review it, then pass it as --spec", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    spec = load_spec(args.spec, prefix=args.prefix)
+    passwords = resolve_passwords(spec, fallback=fallback)
+    if kind == "redshift":
+        if command != "plan":
+            raise UnsupportedTarget(
+                kind,
+                command,
+                "catalog inspection is PostgreSQL-only for now: `python -m roles plan` prints "
+                "the Redshift script; run it with your SQL client",
+            )
+        assert isinstance(where, Target)
+        plan = render_redshift(spec, database=spec.database or where.dbname, passwords=passwords)
+        sys.stdout.write(plan.render_text())
+        return 0
+
+    conn = connect(where, what="the warehouse (as admin)")
+    try:
+        if command == "verify":
+            result = verify(conn, spec)
+            sys.stdout.write(result.render_text())
+            return EXIT_VIOLATIONS if result.violations else 0
+        plan = plan_changes(conn, spec, passwords=passwords)
+        apply_plan(conn, plan, apply=command == "apply")
+    finally:
+        conn.close()
+    sys.stdout.write(plan.render_text())
+    if plan.is_empty:
+        return 0
+    if command == "apply":
+        print(f"-- applied: {len(plan.statements)} statements committed.")
+    else:
+        print(
+            "-- dry run: the database accepted every statement and rolled back; "
+            "nothing changed. Run `python -m roles apply` to apply."
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except TidewaterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

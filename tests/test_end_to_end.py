@@ -1,0 +1,183 @@
+"""End to end: `invoke load transform` on the demo app, as a user runs it.
+
+Against the embedded test server the run takes the zero-configuration path
+(the kit creates the warehouse database and applies the role spec itself);
+against TIDEWATER_TEST_DSN it takes the existing-PostgreSQL path from the README
+(`invoke roles --apply` first). Either way loaders and dbt connect as the ETL
+login user, never as a superuser.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+
+import demo_app
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW_TABLES = ("countries", "customers", "products", "orders", "order_items", "payments", "events")
+
+
+def query(dsn: str, statement: str) -> list[tuple]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+class Project:
+    """The kit pointed at a fresh warehouse and a demo app, as a user would configure it."""
+
+    def __init__(self, env: dict[str, str], warehouse: str, source: str) -> None:
+        self.env = env
+        self.warehouse = warehouse
+        self.source = source
+
+    def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        invoke = Path(sys.executable).parent / "invoke"
+        result = subprocess.run(
+            [str(invoke), *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=600
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"invoke {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+        return result
+
+
+@pytest.fixture
+def project(
+    server_admin_dsn: str, make_database: Callable[[str], str], role_prefix: str, tmp_path: Path
+) -> Project:
+    warehouse_admin = make_database("e2e_wh")
+    source = make_database("e2e_app")
+    demo_app.create_app(source, scale=0.2)
+    parts = urlsplit(warehouse_admin)
+    dbname = parts.path.lstrip("/")
+    host, port = parts.hostname, parts.port or 5432
+    (tmp_path / "profiles.yml").write_text(
+        f"""
+tidewater:
+  target: e2e
+  outputs:
+    e2e:
+      type: postgres
+      host: {host}
+      port: {port}
+      user: {role_prefix}tidewater_etl_runner
+      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD', 'tidewater') }}}}"
+      dbname: {dbname}
+      schema: analytics
+      threads: 4
+    e2e_admin:
+      type: postgres
+      host: {host}
+      port: {port}
+      user: {parts.username or 'postgres'}
+      password: ""
+      dbname: {dbname}
+      schema: analytics
+      threads: 1
+"""
+    )
+    env = dict(os.environ)
+    env.update(
+        DBT_PROFILES_DIR=str(tmp_path),
+        TIDEWATER_SOURCE_APP_DSN=source,
+        TIDEWATER_ROLE_PREFIX=role_prefix,
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+    )
+    if not os.environ.get("TIDEWATER_TEST_DSN"):
+        # The embedded test server stands in for the embedded default.
+        env["TIDEWATER_EMBEDDED_PORT"] = str(port)
+        env["TIDEWATER_EMBEDDED_PGDATA"] = str(ROOT / ".tidewater" / "test-pgdata")
+    etl_dsn = urlunsplit(parts._replace(netloc=f"{role_prefix}tidewater_etl_runner@{host}:{port}"))
+    return Project(env, etl_dsn, source)
+
+
+def raw_fingerprint(dsn: str) -> dict[str, tuple]:
+    return {
+        table: query(
+            dsn,
+            f"select count(*), md5(string_agg(cast(t as text), '|' order by cast(t as text))) "
+            f"from raw_app.{table} as t",
+        )[0]
+        for table in RAW_TABLES
+    }
+
+
+def test_load_transform_builds_marts_that_agree_with_the_source(project: Project) -> None:
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    first = project.invoke("load", "transform")
+    assert "Completed successfully" in first.stdout
+
+    # The marts agree with the source: revenue from completed orders, order counts.
+    source_revenue = query(
+        project.source,
+        "select sum(order_total), count(*) from orders where status in ('paid', 'shipped', 'delivered')",
+    )[0]
+    mart_revenue = query(
+        project.warehouse,
+        "select sum(order_total), count(*) from marts.fct_orders where is_completed and not _is_deleted",
+    )[0]
+    assert mart_revenue == source_revenue
+    daily = query(project.warehouse, "select sum(revenue) from marts.agg_daily_sales")[0][0]
+    assert daily == source_revenue[0]
+    assert query(project.warehouse, "select count(*) from marts.fct_events")[0][0] == query(
+        project.source, "select count(*) from events"
+    )[0][0]
+
+    # It ran as the ETL login user, not a superuser, and recorded what it did.
+    owners = query(
+        project.warehouse, "select distinct tableowner from pg_tables where schemaname in ('raw_app', 'marts')"
+    )
+    assert owners == [(project.warehouse.split("//")[1].split("@")[0],)]
+    jobs = query(project.warehouse, "select job, status from ops.job_runs order by started_at")
+    assert jobs[-2:] == [("load", "succeeded"), ("dbt build", "succeeded")]
+    assert query(project.warehouse, "select count(*) from ops.table_loads")[0][0] == len(RAW_TABLES)
+
+    # A second run succeeds and changes no row in raw_app.
+    before = raw_fingerprint(project.warehouse)
+    project.invoke("load", "transform")
+    assert raw_fingerprint(project.warehouse) == before
+
+
+def test_after_live_changes_the_marts_follow_the_source(project: Project) -> None:
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    project.invoke("load", "transform")
+    demo_app.workload.simulate(project.source, steps=60, seed=7)
+    project.invoke("load", "transform")
+    source = query(
+        project.source,
+        "select sum(order_total), count(*) from orders where status in ('paid', 'shipped', 'delivered')",
+    )[0]
+    mart = query(
+        project.warehouse,
+        "select sum(order_total), count(*) from marts.fct_orders where is_completed and not _is_deleted",
+    )[0]
+    assert mart == source
+
+
+def test_a_broken_configuration_is_one_line_that_says_what_to_fix(project: Project) -> None:
+    project.env["TIDEWATER_SOURCE_APP_DSN"] = "postgresql://nobody@127.0.0.1:1/none"
+    result = project.invoke("load", check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "cannot connect to source app (TIDEWATER_SOURCE_APP_DSN)" in result.stderr
+
+    result = project.invoke("load", "--target", "nope", check=False)
+    assert result.returncode != 0
+    assert "unknown target 'nope'" in result.stderr and "choose one of: e2e, e2e_admin" in result.stderr
+    assert "Traceback" not in result.stderr
