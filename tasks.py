@@ -14,6 +14,10 @@ from invoke import Context, Exit, task
 
 PYTHON = shlex.quote(sys.executable)
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+# `invoke load transform --keep-going`: the flag belongs to transform on the command
+# line, but the load must know it too, so a failed table does not stop the chain.
+KEEP_GOING = "--keep-going" in sys.argv
+_deferred_failure: list[int] = []
 
 
 def _run(c: Context, command: str) -> None:
@@ -21,6 +25,22 @@ def _run(c: Context, command: str) -> None:
     result = c.run(command, warn=True, pty=False)
     if result is None or result.failed:
         raise Exit(code=result.return_code if result is not None else 1)
+
+
+def _pipeline_lock(c: Context, target: str, profiles_dir: str, job: str, wait: float) -> None:
+    """One pipeline run at a time (a warehouse advisory lock held by this process)."""
+    from tidewater.exceptions import TidewaterError
+    from tidewater.lock import acquire
+    from tidewater.profile import load_target
+    from tidewater.setup import ensure_warehouse
+
+    try:
+        resolved = load_target(target or None, profiles_dir=profiles_dir or None)
+        ensure_warehouse(resolved)
+        acquire(resolved, job=job, wait_s=wait)
+    except TidewaterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise Exit(code=1) from None
 
 
 def _common(target: str | None, profiles_dir: str | None) -> str:
@@ -70,6 +90,7 @@ def simulate(c: Context, steps: int = 100, seed: int | None = None) -> None:
         "table": "only this table",
         "workers": "tables loaded at once",
         "keep_going": "load the other tables when one fails (still exits non-zero)",
+        "wait": "seconds to wait for a running pipeline before giving up",
     }
 )
 def load(
@@ -80,8 +101,11 @@ def load(
     table: str = "",
     workers: int = 4,
     keep_going: bool = False,
+    wait: float = 0.0,
 ) -> None:
     """Load every declared source table into raw_<source> (incremental or bulk)."""
+    _pipeline_lock(c, target, profiles_dir, "load", wait)
+    keep_going = keep_going or KEEP_GOING
     options = _common(target, profiles_dir) + f" --workers {workers}"
     if source:
         options += f" --source {shlex.quote(source)}"
@@ -89,6 +113,14 @@ def load(
         options += f" --table {shlex.quote(table)}"
     if keep_going:
         options += " --keep-going"
+        result = c.run(f"{PYTHON} -m loaders{options}", warn=True, pty=False)
+        if result is not None and result.failed:
+            # Let transform build what does not depend on the failed tables; exit
+            # non-zero at the end of the chain.
+            _deferred_failure.append(result.return_code)
+            if "transform" not in sys.argv:
+                raise Exit(code=result.return_code)
+        return
     _run(c, f"{PYTHON} -m loaders{options}")
 
 
@@ -96,6 +128,8 @@ def load(
     help={
         "full_refresh": "rebuild incremental models from scratch",
         "select": "dbt selector (e.g. marts)",
+        "keep_going": "skip only what depends on tables whose last load failed",
+        "wait": "seconds to wait for a running pipeline before giving up",
     }
 )
 def transform(
@@ -104,12 +138,19 @@ def transform(
     profiles_dir: str = "",
     full_refresh: bool = False,
     select: str = "",
+    keep_going: bool = False,
+    wait: float = 0.0,
 ) -> None:
     """Build and test the dbt project (dbt build); a failing test stops what depends on it."""
+    _pipeline_lock(c, target, profiles_dir, "transform", wait)
     options = " --full-refresh" if full_refresh else ""
     if select:
         options += f" --select {shlex.quote(select)}"
+    if keep_going:
+        options += " --skip-failed-sources"
     _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} transform{options}")
+    if _deferred_failure:
+        raise Exit(code=_deferred_failure[0])
 
 
 @task(

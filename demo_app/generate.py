@@ -8,7 +8,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from demo_app.bulk import copy_chunks, prefetch
+from demo_app.bulk import copy_chunks
 from demo_app.exceptions import InvalidOption
 from demo_app.rows import COLUMNS, Sizes, Synthesizer
 from tidewater.db import connect
@@ -122,12 +122,11 @@ def _drop_secondary_indexes(cur: Cursor) -> list[str]:
 def _fill(cur: Cursor, synthesizer: Synthesizer) -> None:
     for table in ("countries", "products", "customers"):
         copy_chunks(cur, table, COLUMNS[table], synthesizer.chunks(table), freeze=True)
-    for batch in prefetch(synthesizer.order_batches()):
+    for batch in synthesizer.order_batches():
         for table in ("orders", "order_items", "payments"):
             lines = getattr(batch, table)
             copy_chunks(cur, table, COLUMNS[table], ["".join(lines)], freeze=True)
-    events = prefetch(synthesizer.chunks("events"), depth=8)
-    copy_chunks(cur, "events", COLUMNS["events"], events, freeze=True)
+    copy_chunks(cur, "events", COLUMNS["events"], synthesizer.chunks("events"), freeze=True)
 
 
 def _reset_sequences(cur: Cursor) -> None:

@@ -265,7 +265,7 @@ def _grants(
     grantee: str,
     privilege: str,
     grantable: bool,
-    detail="",
+    detail: str = "",
 ) -> list[Grant]:
     plain = Grant(kind, schema, name, grantee, privilege, detail)
     if not grantable:

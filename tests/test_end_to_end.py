@@ -181,3 +181,44 @@ def test_a_broken_configuration_is_one_line_that_says_what_to_fix(project: Proje
     assert result.returncode != 0
     assert "unknown target 'nope'" in result.stderr and "choose one of: e2e, e2e_admin" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_second_run_while_one_is_running_is_skipped_and_recorded(project: Project) -> None:
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    project.invoke("load")
+    holder = psycopg2.connect(project.warehouse)
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cur:
+            cur.execute("select pg_advisory_lock(hashtext('tidewater.pipeline'))")
+        result = project.invoke("load", "transform", "--wait", "1", check=False)
+    finally:
+        holder.close()
+    assert result.returncode != 0
+    assert "another pipeline run is in progress" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert query(
+        project.warehouse, "select job, status from ops.job_runs order by started_at desc limit 1"
+    ) == [("load", "skipped")]
+
+
+def test_keep_going_builds_what_does_not_depend_on_a_failed_table(project: Project) -> None:
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    project.invoke("load")
+    # An incompatible change in one source table: its load fails, the others load.
+    conn = psycopg2.connect(project.source)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("alter table products alter column category type integer using length(category)")
+    conn.close()
+    result = project.invoke("load", "transform", "--keep-going", check=False)
+    assert result.returncode != 0
+    assert "products" in result.stderr, result.stderr
+    built = {row[0] for row in query(project.warehouse, "select tablename from pg_tables where schemaname = 'marts'")}
+    assert {"fct_events", "dim_customers", "fct_orders", "fct_order_items"} <= built
+    assert "dim_products" not in built  # downstream of the failed table: skipped
+    statuses = dict(query(project.warehouse, "select table_name, status from ops.table_loads where run_id = (select run_id from ops.job_runs where job = 'load' order by started_at desc limit 1)"))
+    assert statuses["products"] == "failed"
+    assert statuses["events"] == "succeeded"

@@ -111,8 +111,20 @@ def _transform(args: argparse.Namespace) -> None:
         extra.append("--full-refresh")
     if args.select:
         extra += ["--select", *args.select]
-    if args.exclude:
-        extra += ["--exclude", *args.exclude]
+    exclude = list(args.exclude or [])
+    if args.skip_failed_sources:
+        from tidewater.transform import failed_source_selectors
+
+        skipped = failed_source_selectors(target)
+        if skipped:
+            say(
+                "keep going: the last load failed for "
+                + ", ".join(s.removeprefix("source:").removesuffix("+") for s in skipped)
+                + "; building only what does not depend on them"
+            )
+        exclude += skipped
+    if exclude:
+        extra += ["--exclude", *exclude]
     run_dbt("build", target, *extra)
 
 
@@ -159,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     transform.add_argument("--full-refresh", action="store_true")
     transform.add_argument("--select", nargs="+")
     transform.add_argument("--exclude", nargs="+")
+    transform.add_argument(
+        "--skip-failed-sources",
+        action="store_true",
+        help="exclude everything downstream of tables whose last load failed",
+    )
     transform.set_defaults(run=_transform)
     dbt = commands.add_parser("dbt", help="run any dbt command on this project and target")
     dbt.add_argument("command")

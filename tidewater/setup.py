@@ -56,15 +56,26 @@ def create_database_if_missing(admin: Target, dbname: str) -> bool:
         conn.close()
 
 
-def apply_roles(admin: Target, *, spec_path: Any = None, quiet: bool = False) -> int:
-    """Apply the role spec (creating roles, users and schemas); returns statements run."""
+def apply_roles(
+    admin: Target, *, etl: Target | None = None, spec_path: Any = None, quiet: bool = False
+) -> int:
+    """Apply the role spec (creating roles, users and schemas); returns statements run.
+
+    The ETL login user gets the password the profile logs in with when its
+    environment variable is unset (as `invoke roles` does).
+    """
     import roles
 
     prefix = os.environ.get("TIDEWATER_ROLE_PREFIX", "")
-    spec = roles.load_spec(spec_path, prefix=prefix) if spec_path else roles.load_spec(prefix=prefix)
+    spec = (
+        roles.load_spec(spec_path, prefix=prefix) if spec_path else roles.load_spec(prefix=prefix)
+    )
     conn = connect(admin, what="the warehouse (admin)")
     try:
-        plan = roles.plan_changes(conn, spec)
+        fallback = {etl.user: etl.password} if etl is not None and etl.password else {}
+        plan = roles.plan_changes(
+            conn, spec, passwords=roles.resolve_passwords(spec, fallback=fallback)
+        )
         if plan.is_empty:
             conn.rollback()
             return 0
@@ -87,7 +98,7 @@ def ensure_warehouse(target: Target) -> None:
         admin = admin_target(target)
         if create_database_if_missing(admin, target.dbname):
             say(f"created warehouse database {target.dbname} on the embedded server")
-        apply_roles(admin)
+        apply_roles(admin, etl=target)
     conn = warehouse_connector(target)()
     conn.close()
 

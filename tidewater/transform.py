@@ -88,3 +88,28 @@ def run_dbt(command: str, target: Target, *args: str, record: bool = True) -> No
             }
         if code:
             raise TransformFailed(command, code, failed)
+
+
+FAILED_IN_LAST_LOAD = """
+select source_name, table_name
+from ops.table_loads
+where status = 'failed' and run_id = (
+    select run_id from ops.job_runs where job = 'load' and status <> 'running'
+    order by started_at desc limit 1
+)
+order by 1, 2
+"""
+
+
+def failed_source_selectors(target: Target) -> list[str]:
+    """dbt selectors (``source:app.orders+``) for tables whose last load failed."""
+    conn = warehouse_connector(target)()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select to_regclass('ops.table_loads') is not null")
+            if not cur.fetchone()[0]:
+                return []
+            cur.execute(FAILED_IN_LAST_LOAD)
+            return [f"source:{source}.{table}+" for source, table in cur.fetchall()]
+    finally:
+        conn.close()

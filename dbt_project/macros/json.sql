@@ -15,11 +15,12 @@
 
 {#-
     Serialised first so strings and numbers alike come back as text (a cast
-    of a SUPER number to varchar gives null); the third argument makes
-    invalid JSON yield null instead of an error.
+    of a SUPER number to varchar gives null). json_extract_path_text returns
+    '' for a missing key, hence the nullif; its third argument makes invalid
+    JSON yield null instead of an error.
 -#}
 {% macro redshift__json_extract_text(column, key) -%}
-    json_extract_path_text(json_serialize({{ column }}), '{{ key }}', true)
+    nullif(json_extract_path_text(json_serialize({{ column }}), '{{ key }}', true), '')
 {%- endmacro %}
 
 {#- A JSON column as text, so marts carry one portable type. -#}

@@ -1,0 +1,20 @@
+-- The customer snapshot holds exactly one current version (dbt_valid_to is
+-- null) per customer. Returns the customers with more.
+
+with
+
+snapshot as (
+    select * from {{ ref('snap_app__customers') }}
+),
+
+current_versions as (
+    select
+        customer_id,
+        count(*) as version_count
+    from snapshot
+    where dbt_valid_to is null
+    group by customer_id
+    having count(*) > 1
+)
+
+select * from current_versions
