@@ -222,3 +222,40 @@ def test_keep_going_builds_what_does_not_depend_on_a_failed_table(project: Proje
     statuses = dict(query(project.warehouse, "select table_name, status from ops.table_loads where run_id = (select run_id from ops.job_runs where job = 'load' order by started_at desc limit 1)"))
     assert statuses["products"] == "failed"
     assert statuses["events"] == "succeeded"
+
+
+def test_grants_hold_after_load_transform_and_a_full_refresh(project: Project, role_prefix: str) -> None:
+    """Loaders and dbt create and recreate relations; the grants still match the spec."""
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    project.invoke("load", "transform")
+    verify = project.invoke("roles", "--verify", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    project.invoke("transform", "--full-refresh")
+    verify = project.invoke("roles", "--verify", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    plan = project.invoke("roles")
+    assert "Nothing to do" in plan.stdout + plan.stderr
+
+    base = urlsplit(project.warehouse)
+
+    def as_user(user: str) -> psycopg2.extensions.connection:
+        return psycopg2.connect(urlunsplit(base._replace(netloc=f"{role_prefix}{user}@{base.hostname}:{base.port}")))
+
+    analyst = as_user("analyst_alice")
+    try:
+        with analyst.cursor() as cur:
+            cur.execute("select count(*) from raw_app.events")
+            assert cur.fetchone()[0] > 0
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("update raw_app.events set page_path = 'x'")
+    finally:
+        analyst.close()
+    dashboard = as_user("dashboard_bi")
+    try:
+        with dashboard.cursor() as cur:
+            cur.execute("select sum(revenue) from marts.agg_daily_sales")
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("drop table marts.fct_orders")
+    finally:
+        dashboard.close()
