@@ -66,15 +66,26 @@ INVARIANTS: dict[str, str] = {
     "foreign keys hold": """
         select
             (select count(*) from customers
-             where country_code not in (select country_code from countries))
+             where not exists (
+                select from countries where countries.country_code = customers.country_code
+             ))
             + (select count(*) from orders
-               where customer_id not in (select customer_id from customers)
-                  or shipping_country_code not in (select country_code from countries))
+               where not exists (
+                    select from customers where customers.customer_id = orders.customer_id
+               )
+               or not exists (
+                    select from countries
+                    where countries.country_code = orders.shipping_country_code
+               ))
             + (select count(*) from order_items
-               where order_id not in (select order_id from orders)
-                  or product_id not in (select product_id from products))
+               where not exists (
+                    select from orders where orders.order_id = order_items.order_id
+               )
+               or not exists (
+                    select from products where products.product_id = order_items.product_id
+               ))
             + (select count(*) from payments
-               where order_id not in (select order_id from orders))
+               where not exists (select from orders where orders.order_id = payments.order_id))
     """,
     "updated_at is never before created_at": """
         select

@@ -239,8 +239,15 @@ class Synthesizer:
         return random.Random(f"tidewater-demo:{self.seed}:{table}")
 
     def chunks(self, table: str) -> Iterator[str]:
-        """COPY text for a table other than orders, order_items and payments."""
-        return getattr(self, f"_{table}")()
+        """COPY text for countries, products, customers or events (orders, order_items
+        and payments come together from ``order_batches``)."""
+        generators = {
+            "countries": self._countries,
+            "products": self._products,
+            "customers": self._customers,
+            "events": self._events,
+        }
+        return generators[table]()
 
     def _countries(self) -> Iterator[str]:
         self.counts["countries"] = len(COUNTRIES)
@@ -336,7 +343,7 @@ class Synthesizer:
             for _ in range(count):
                 ordered_at = self._time_of_day(rng, day)
                 known = bisect_left(self._signup, ordered_at)
-                if known == 0 or self._buying[known - 1] == 0:
+                if known == 0:  # before the first sign-up: the first customer, an hour in
                     customer = 0
                     ordered_at = min(END - 1, max(ordered_at, self._signup[0] + HOUR))
                 else:

@@ -202,6 +202,20 @@ UPDATE_PENDING_AMOUNT = """
 update payments set amount = %(amount)s where order_id = %(order_id)s and status = 'pending'
 """
 
+TOGGLE_MARKETING_OPT_IN = """
+update customers set is_marketing_opt_in = not is_marketing_opt_in
+where customer_id = %(customer_id)s
+"""
+
+CHANGE_LAST_NAME = """
+update customers set full_name = split_part(full_name, ' ', 1) || ' ' || %(last_name)s
+where customer_id = %(customer_id)s
+"""
+
+MOVE_COUNTRY = """
+update customers set country_code = %(country_code)s where customer_id = %(customer_id)s
+"""
+
 COUNT_ORDER_CHILDREN = """
 select
     (select count(*) from order_items where order_id = %(order_id)s),
@@ -336,21 +350,17 @@ class Traffic:
         row = self._pick(PICK_CUSTOMER_TO_EDIT, self._start("customers", "customer_id"))
         if row is None:
             return False
+        params: dict[str, object] = {"customer_id": row[0]}
         roll = self.rng.random()
         if roll < 0.6:
-            statement = "update customers set is_marketing_opt_in = not is_marketing_opt_in"
-            params: dict[str, object] = {}
+            statement = TOGGLE_MARKETING_OPT_IN
         elif roll < 0.8:
-            statement = (
-                "update customers set full_name = split_part(full_name, ' ', 1) || ' ' || %(last)s"
-            )
-            params = {"last": self.rng.choice(LAST_NAMES)}
+            statement = CHANGE_LAST_NAME
+            params["last_name"] = self.rng.choice(LAST_NAMES)
         else:
-            statement = "update customers set country_code = %(country_code)s"
-            params = {"country_code": self.rng.choices(_COUNTRY_CODES, _COUNTRY_WEIGHTS)[0]}
-        self.cur.execute(
-            statement + " where customer_id = %(customer_id)s", {**params, "customer_id": row[0]}
-        )
+            statement = MOVE_COUNTRY
+            params["country_code"] = self.rng.choices(_COUNTRY_CODES, _COUNTRY_WEIGHTS)[0]
+        self.cur.execute(statement, params)
         self.counts["customers_updated"] += 1
         return True
 

@@ -19,6 +19,10 @@
 
     A full build runs the same SQL with step 1 selecting every key, so an
     incremental build equals a full refresh.
+
+    On PostgreSQL each incremental mart has a unique index on its key (the
+    delete step of delete+insert) and an index on `_loaded_at` (the mark);
+    Redshift ignores `indexes` and uses the `dist`/`sort` configs.
 -#}
 
 {#- A condition on `column` (a `_loaded_at`) selecting rows to reprocess. -#}

@@ -3,7 +3,7 @@
 
 with
 
-snapshot as (
+customer_versions as (
     select * from {{ ref('snap_app__customers') }}
 ),
 
@@ -11,7 +11,7 @@ current_versions as (
     select
         customer_id,
         count(*) as version_count
-    from snapshot
+    from customer_versions
     where dbt_valid_to is null
     group by customer_id
     having count(*) > 1

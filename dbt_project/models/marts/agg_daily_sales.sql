@@ -2,6 +2,10 @@
     config(
         materialized='incremental',
         unique_key='order_date',
+        indexes=[
+            {'columns': ['order_date'], 'unique': true},
+            {'columns': ['_loaded_at']},
+        ],
         post_hook="{{ delete_tombstones() }}",
         dist='all',
         sort='order_date',

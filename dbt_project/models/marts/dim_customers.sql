@@ -2,6 +2,10 @@
     config(
         materialized='incremental',
         unique_key='customer_id',
+        indexes=[
+            {'columns': ['customer_id'], 'unique': true},
+            {'columns': ['_loaded_at']},
+        ],
         dist='all',
         sort='customer_id',
     )

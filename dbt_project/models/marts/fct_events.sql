@@ -2,6 +2,10 @@
     config(
         materialized='incremental',
         unique_key='event_id',
+        indexes=[
+            {'columns': ['event_id'], 'unique': true},
+            {'columns': ['_loaded_at']},
+        ],
         post_hook="{{ delete_tombstones() }}",
         dist='even',
         sort='occurred_at',

@@ -2,6 +2,10 @@
     config(
         materialized='incremental',
         unique_key='order_item_id',
+        indexes=[
+            {'columns': ['order_item_id'], 'unique': true},
+            {'columns': ['_loaded_at']},
+        ],
         post_hook="{{ delete_tombstones() }}",
         dist='order_id',
         sort='ordered_at',

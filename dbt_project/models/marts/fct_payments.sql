@@ -2,6 +2,10 @@
     config(
         materialized='incremental',
         unique_key='payment_id',
+        indexes=[
+            {'columns': ['payment_id'], 'unique': true},
+            {'columns': ['_loaded_at']},
+        ],
         post_hook="{{ delete_tombstones() }}",
         dist='order_id',
         sort='created_at',
