@@ -46,7 +46,12 @@ class Project:
     def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         invoke = Path(sys.executable).parent / "invoke"
         result = subprocess.run(
-            [str(invoke), *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=600
+            [str(invoke), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -83,7 +88,7 @@ tidewater:
       type: postgres
       host: {host}
       port: {port}
-      user: {parts.username or 'postgres'}
+      user: {parts.username or "postgres"}
       password: ""
       dbname: {dbname}
       schema: analytics
@@ -134,13 +139,15 @@ def test_load_transform_builds_marts_that_agree_with_the_source(project: Project
     assert mart_revenue == source_revenue
     daily = query(project.warehouse, "select sum(revenue) from marts.agg_daily_sales")[0][0]
     assert daily == source_revenue[0]
-    assert query(project.warehouse, "select count(*) from marts.fct_events")[0][0] == query(
-        project.source, "select count(*) from events"
-    )[0][0]
+    assert (
+        query(project.warehouse, "select count(*) from marts.fct_events")[0][0]
+        == query(project.source, "select count(*) from events")[0][0]
+    )
 
     # It ran as the ETL login user, not a superuser, and recorded what it did.
     owners = query(
-        project.warehouse, "select distinct tableowner from pg_tables where schemaname in ('raw_app', 'marts')"
+        project.warehouse,
+        "select distinct tableowner from pg_tables where schemaname in ('raw_app', 'marts')",
     )
     assert owners == [(project.warehouse.split("//")[1].split("@")[0],)]
     jobs = query(project.warehouse, "select job, status from ops.job_runs order by started_at")
@@ -179,7 +186,10 @@ def test_a_broken_configuration_is_one_line_that_says_what_to_fix(project: Proje
 
     result = project.invoke("load", "--target", "nope", check=False)
     assert result.returncode != 0
-    assert "unknown target 'nope'" in result.stderr and "choose one of: e2e, e2e_admin" in result.stderr
+    assert (
+        "unknown target 'nope'" in result.stderr
+        and "choose one of: e2e, e2e_admin" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -211,20 +221,34 @@ def test_keep_going_builds_what_does_not_depend_on_a_failed_table(project: Proje
     conn = psycopg2.connect(project.source)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("alter table products alter column category type integer using length(category)")
+        cur.execute(
+            "alter table products alter column category type integer using length(category)"
+        )
     conn.close()
     result = project.invoke("load", "transform", "--keep-going", check=False)
     assert result.returncode != 0
     assert "products" in result.stderr, result.stderr
-    built = {row[0] for row in query(project.warehouse, "select tablename from pg_tables where schemaname = 'marts'")}
+    built = {
+        row[0]
+        for row in query(
+            project.warehouse, "select tablename from pg_tables where schemaname = 'marts'"
+        )
+    }
     assert {"fct_events", "dim_customers", "fct_orders", "fct_order_items"} <= built
     assert "dim_products" not in built  # downstream of the failed table: skipped
-    statuses = dict(query(project.warehouse, "select table_name, status from ops.table_loads where run_id = (select run_id from ops.job_runs where job = 'load' order by started_at desc limit 1)"))
+    statuses = dict(
+        query(
+            project.warehouse,
+            "select table_name, status from ops.table_loads where run_id = (select run_id from ops.job_runs where job = 'load' order by started_at desc limit 1)",
+        )
+    )
     assert statuses["products"] == "failed"
     assert statuses["events"] == "succeeded"
 
 
-def test_grants_hold_after_load_transform_and_a_full_refresh(project: Project, role_prefix: str) -> None:
+def test_grants_hold_after_load_transform_and_a_full_refresh(
+    project: Project, role_prefix: str
+) -> None:
     """Loaders and dbt create and recreate relations; the grants still match the spec."""
     if os.environ.get("TIDEWATER_TEST_DSN"):
         project.invoke("roles", "--apply")
@@ -240,7 +264,9 @@ def test_grants_hold_after_load_transform_and_a_full_refresh(project: Project, r
     base = urlsplit(project.warehouse)
 
     def as_user(user: str) -> psycopg2.extensions.connection:
-        return psycopg2.connect(urlunsplit(base._replace(netloc=f"{role_prefix}{user}@{base.hostname}:{base.port}")))
+        return psycopg2.connect(
+            urlunsplit(base._replace(netloc=f"{role_prefix}{user}@{base.hostname}:{base.port}"))
+        )
 
     analyst = as_user("analyst_alice")
     try:

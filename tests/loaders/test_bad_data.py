@@ -23,7 +23,7 @@ def test_json_escapes_backslashes_and_control_characters_round_trip(
         source_dsn,
         "create table notes (id int primary key, body text, doc json, updated_at timestamptz default now());"
         "insert into notes (id, body, doc) values "
-        "(1, E'\\\\N is not null', '{\"nul\": \"\\u0000\", \"tab\": \"\\t\"}'),"
+        '(1, E\'\\\\N is not null\', \'{"nul": "\\u0000", "tab": "\\t"}\'),'
         "(2, E'\\x01\\x1f control \\r\\n crlf', '\"\\\\\\\\\"'),"
         "(3, '', null), (4, null, '{}')",
     )
@@ -74,4 +74,6 @@ def test_invalid_utf8_fails_naming_table_and_column_and_writes_nothing(
     assert result.error_class == "terminal"
     assert "app.notes" in result.error
     assert "body" in result.error  # the column, from COPY's context
-    assert execute(warehouse_dsn, "select count(*) from pg_tables where schemaname = 'raw_app'") == [(0,)]
+    assert execute(
+        warehouse_dsn, "select count(*) from pg_tables where schemaname = 'raw_app'"
+    ) == [(0,)]
