@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -42,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
                 source_connectors=connectors,
                 connect_warehouse=connect_warehouse,
                 options=LoadOptions(
-                    workers=args.workers, retries=args.retries, keep_going=args.keep_going
+                    workers=args.workers,
+                    retries=args.retries,
+                    keep_going=args.keep_going,
+                    warehouse_type=target.type,  # type: ignore[arg-type]
+                    s3_staging=os.environ.get("TIDEWATER_S3_STAGING"),
+                    iam_role=os.environ.get("TIDEWATER_REDSHIFT_IAM_ROLE"),
                 ),
                 on_done=progress.advance,
                 only_tables=set(args.table) if args.table else None,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal
 
 import psycopg2
@@ -97,6 +98,9 @@ class LoadOptions:
     keep_going: bool = False
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    warehouse_type: Literal["postgres", "redshift"] = "postgres"
+    s3_staging: str | None = None  # s3://bucket/prefix, for a Redshift warehouse
+    iam_role: str | None = None  # the role Redshift's COPY reads S3 with
 
 
 def new_batch_id() -> str:
@@ -404,9 +408,14 @@ def load_with_retries(
         reraise=True,
     )
     started = datetime.now(UTC)
+    loader = load_table
+    if options.warehouse_type == "redshift":
+        from loaders.redshift_pipeline import load_table_redshift
+
+        loader = partial(load_table_redshift, options=options)  # type: ignore[assignment]
     try:
         result = retrying(
-            load_table,
+            loader,
             source,
             table,
             connect_source=connect_source,

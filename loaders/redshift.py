@@ -377,3 +377,97 @@ def copy_out_stream(
         sql.SQL(bound), sql.Literal(NULL_MARKER)
     )
     source_cursor.copy_expert(statement.as_string(source_cursor), sink)
+
+
+MARKS_DDL = sql.SQL(
+    "create table if not exists {} (source_name character varying(256) not null, "
+    "table_name character varying(256) not null, cursor_column character varying(256) not null, "
+    "mark timestamptz, read_from timestamptz, batch_id character varying(64) not null, "
+    "updated_at timestamptz not null default getdate(), primary key (source_name, table_name))"
+).format(sql.Identifier("ops", "high_water_marks"))
+
+
+@dataclass(frozen=True)
+class RedshiftLoad:
+    """Everything one table's load into Redshift needs to know."""
+
+    source: str
+    raw_schema: str
+    table: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    cursor: str | None
+    manifest_url: str
+    iam_role: str
+    batch_id: str
+    region: str | None = None
+
+
+def plan_load(load: RedshiftLoad, *, mark: Any, read_from: Any) -> list[sql.Composed]:
+    """The statements of one table's load, in order, for one transaction: lock,
+    create, stage with COPY from the manifest, merge (or replace, without a key),
+    and write the high-water mark."""
+    raw = sql.Identifier(load.raw_schema, load.table)
+    stage = f"{load.table}__stage"
+    names = [column.name for column in load.columns]
+    statements = [
+        sql.SQL("create schema if not exists {}").format(sql.Identifier(load.raw_schema)),
+        sql.SQL("create schema if not exists {}").format(sql.Identifier("ops")),
+        MARKS_DDL,
+        create_raw_table(load.raw_schema, load.table, load.columns, sort_key=load.cursor),
+        sql.SQL("lock {}").format(raw),
+        create_stage(stage, raw),
+        copy_from_manifest(
+            sql.Identifier(stage),
+            names,
+            manifest_url=load.manifest_url,
+            iam_role=load.iam_role,
+            region=load.region,
+        ),
+    ]
+    if load.primary_key:
+        statements += merge(raw, stage, names, load.primary_key, load.batch_id)
+    else:
+        statements += [
+            sql.SQL("delete from {}").format(raw),
+            sql.SQL("insert into {} ({}, _batch_id) select {}, {} from {}").format(
+                raw,
+                sql.SQL(", ").join(map(sql.Identifier, names)),
+                sql.SQL(", ").join(map(sql.Identifier, names)),
+                sql.Literal(load.batch_id),
+                sql.Identifier(stage),
+            ),
+        ]
+    if load.cursor:
+        marks = sql.Identifier("ops", "high_water_marks")
+        statements += [
+            sql.SQL("delete from {} where source_name = {} and table_name = {}").format(
+                marks, sql.Literal(load.source), sql.Literal(load.table)
+            ),
+            sql.SQL(
+                "insert into {} (source_name, table_name, cursor_column, mark, read_from, batch_id)"
+                " values ({}, {}, {}, {}, {}, {})"
+            ).format(
+                marks,
+                sql.Literal(load.source),
+                sql.Literal(load.table),
+                sql.Literal(load.cursor),
+                sql.Literal(mark),
+                sql.Literal(read_from),
+                sql.Literal(load.batch_id),
+            ),
+        ]
+    statements.append(sql.SQL("drop table {}").format(sql.Identifier(stage)))
+    return statements
+
+
+def run_load(conn: Any, statements: Sequence[sql.Composed]) -> None:
+    """Execute a planned load in one transaction on a Redshift connection."""
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise

@@ -18,21 +18,35 @@
        (`delete_tombstones()`), inside the same transaction.
 
     A full build runs the same SQL with step 1 selecting every key, so an
-    incremental build equals a full refresh.
+    incremental build equals a full refresh. This rests on the loaders moving
+    `_loaded_at` on every write (insert, change, deletion, resurrection) and
+    on the lookback exceeding the longest load transaction (a row's
+    `_loaded_at` is the start of the transaction that wrote it).
+
+    Known gap: a row that moves to another parent (an order line to another
+    order, an order to another customer or day) is rebuilt under its new
+    parent, but the old parent is only corrected by a full refresh. The app
+    never moves rows that way.
 
     On PostgreSQL each incremental mart has a unique index on its key (the
     delete step of delete+insert) and an index on `_loaded_at` (the mark);
     Redshift ignores `indexes` and uses the `dist`/`sort` configs.
 -#}
 
-{#- A condition on `column` (a `_loaded_at`) selecting rows to reprocess. -#}
+{#-
+    A condition on `column` (a `_loaded_at`) selecting the rows to reprocess:
+    all of them in a full build or when the mart is empty. A plain comparison
+    with a scalar subquery, so an index on raw `_loaded_at` can serve it. The
+    fallback is typed `timestamptz`, the type the loaders give `_loaded_at` on
+    PostgreSQL and Redshift alike.
+-#}
 {% macro loaded_since_last_run(column='_loaded_at') -%}
     {%- if is_incremental() -%}
         {{ column }} > (
             select
                 coalesce(
                     {{ dbt.dateadd('hour', -1 * var('lookback_hours'), 'max(_loaded_at)') }},
-                    cast('1900-01-01' as {{ dbt.type_timestamp() }})
+                    cast('1900-01-01 00:00:00+00' as timestamptz)
                 )
             from {{ this }}
         )
