@@ -208,7 +208,18 @@ def test(c: Context, args: str = "") -> None:
     _run(c, f"{PYTHON} -m pytest {args}")
 
 
-@task(help={"scale": "demo app scale; 200 ≈ 5 million events"})
-def bench(c: Context, scale: float = 200.0) -> None:
-    """Benchmarks (long): loader throughput vs a psql COPY pipe, incremental costs."""
-    _run(c, f"{PYTHON} -m bench --scale {scale}")
+@task(
+    help={
+        "scale": "demo app scale; 200 ≈ 5 million events",
+        "what": "loaders (default), dbt, status, or all",
+    }
+)
+def bench(c: Context, scale: float = 200.0, what: str = "loaders") -> None:
+    """Benchmarks (long, not in CI): loaders vs a psql COPY pipe, dbt incremental, status."""
+    modules = {"loaders": "bench", "dbt": "bench.dbt", "status": "bench.status"}
+    chosen = list(modules) if what == "all" else [what]
+    for name in chosen:
+        if name not in modules:
+            raise Exit(f"unknown benchmark {name!r}; choose one of: {', '.join(modules)}, all")
+        scale_option = "" if name == "status" else f" --scale {scale}"
+        _run(c, f"{PYTHON} -m {modules[name]}{scale_option}")

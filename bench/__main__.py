@@ -80,7 +80,7 @@ def pipe(source: str, warehouse: str, table: str, *, binary: bool) -> float:
     psql = psql_binary()
     started = time.perf_counter()
     out = subprocess.Popen(
-        [psql, source, "-qc", f"copy (select * from {table}){options} to stdout"],
+        [psql, source, "-qc", f"copy (select * from {table}) to stdout{options}"],
         stdout=subprocess.PIPE,
     )
     subprocess.run(
@@ -130,6 +130,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--scale", type=float, default=200.0)
     parser.add_argument("--dsn", help="superuser URL of the server to use (default: embedded)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the demo app left by a BENCH_KEEP=1 run"
+    )
     args = parser.parse_args()
     admin = args.dsn or embedded.start().admin_dsn("postgres")
     base = admin.rsplit("/", 1)[0]
@@ -137,11 +140,16 @@ def main() -> int:
 
     import demo_app
 
-    recreate(admin, "bench_app")
     recreate(admin, "bench_wh")
-    started = time.perf_counter()
-    counts = demo_app.create_app(source, scale=args.scale)
-    print(f"demo app at scale {args.scale:g}: {counts} in {time.perf_counter() - started:.1f}s")
+    reuse = args.reuse and execute(admin, "select 1 from pg_database where datname = 'bench_app'")
+    if reuse:
+        counts = {"events": execute(source, "select count(*) from events")[0][0]}
+        print(f"reusing the demo app in bench_app: {counts['events']:,} events")
+    else:
+        recreate(admin, "bench_app")
+        started = time.perf_counter()
+        counts = demo_app.create_app(source, scale=args.scale)
+        print(f"demo app at scale {args.scale:g}: {counts} in {time.perf_counter() - started:.1f}s")
     events = counts.get("events", 0)
 
     # (b) initial load of events alone, then the rest

@@ -3,11 +3,13 @@ select → filter on the cursor, and rows streamed out with COPY."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO
 
+import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -38,6 +40,7 @@ class Snapshot:
     read_at: datetime
     oldest_open_start: datetime | None
     hidden_sessions: int
+    source_deletes: int | None = None
 
     @property
     def safe_from(self) -> datetime:
@@ -46,11 +49,15 @@ class Snapshot:
         return min(self.read_at, self.oldest_open_start)
 
 
-def open_snapshot(conn: psycopg2.extensions.connection) -> Snapshot:
+def open_snapshot(
+    conn: psycopg2.extensions.connection, *, relation: tuple[str, str] | None = None
+) -> Snapshot:
     """Look at open transactions, then start a repeatable-read, read-only transaction.
 
     The look happens first, in its own statement outside the snapshot, so a writer
     that commits in between is either seen as open or is visible in the snapshot.
+    With ``relation``, the table's delete counter is read there too: a delete it
+    counts has ended before the snapshot, so a later run never skips one.
     """
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -60,13 +67,19 @@ def open_snapshot(conn: psycopg2.extensions.connection) -> Snapshot:
         cur.execute("set extra_float_digits = 3")
         cur.execute(OLDEST_OPEN_TRANSACTION)
         read_at, oldest, hidden = cur.fetchone()
+        counter = None
+        if relation is not None:
+            with contextlib.suppress(psycopg2.Error):
+                counter = deletes_counter(cur, *relation)
     conn.autocommit = False
     conn.set_session(
         isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True
     )
     with conn.cursor() as cur:
         cur.execute("select 1")  # takes the snapshot now
-    return Snapshot(read_at=read_at, oldest_open_start=oldest, hidden_sessions=hidden)
+    return Snapshot(
+        read_at=read_at, oldest_open_start=oldest, hidden_sessions=hidden, source_deletes=counter
+    )
 
 
 def next_read_from(
@@ -142,7 +155,18 @@ def window_stats(
     previous_mark: datetime | None,
 ) -> tuple[int, datetime | None, int]:
     """Rows in the read window, the largest cursor value, and how many sit at or
-    below the previous mark (re-read at the boundary)."""
+    below the previous mark (re-read at the boundary).
+
+    For a first, full read only the maximum is asked for (an index lookup, where the
+    cursor is indexed); the row count is then COPY's, and is returned as -1 here.
+    """
+    if read_from is None:
+        cur.execute(
+            sql.SQL("select max({}) from {}").format(
+                sql.Identifier(cursor_column), sql.Identifier(schema, table)
+            )
+        )
+        return -1, cur.fetchone()[0], 0
     condition, params = build_filter(cursor_column, read_from)
     cur.execute(
         sql.SQL(
@@ -166,3 +190,19 @@ def copy_out(
     """Stream the query's rows to ``sink`` in COPY text format."""
     bound = cur.mogrify(query, params).decode()
     cur.copy_expert(f"copy ({bound}) to stdout", sink)
+
+
+SOURCE_DELETES = """
+select sum(stats.n_tup_del)
+from pg_partition_tree(cast(%(relation)s as regclass)) as tree
+left join pg_stat_all_tables as stats on stats.relid = tree.relid
+"""
+
+
+def deletes_counter(cur: psycopg2.extensions.cursor, schema: str, table: str) -> int | None:
+    """The source's cumulative count of deleted rows for a table (and its partitions),
+    from the statistics collector; None for views or with statistics off."""
+    relation = sql.Identifier(schema, table).as_string(cur)
+    cur.execute(SOURCE_DELETES, {"relation": relation})
+    value = cur.fetchone()[0]
+    return int(value) if value is not None else None

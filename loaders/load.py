@@ -81,14 +81,6 @@ def prepare_raw_table(
                 sql.Identifier(schema, name), sql.SQL(", ").join(definitions)
             )
         )
-        if primary_key:
-            cur.execute(
-                sql.SQL("create unique index {} on {} ({})").format(
-                    sql.Identifier(f"{name}__tidewater_pk"),
-                    sql.Identifier(schema, name),
-                    sql.SQL(", ").join(map(sql.Identifier, primary_key)),
-                )
-            )
         return RawTable(schema, name, tuple(columns), tuple(primary_key)), True
 
     qualified = f"{schema}.{name}"
@@ -119,6 +111,25 @@ def prepare_raw_table(
         if column not in source_names and column not in METADATA_COLUMNS
     )
     return RawTable(schema, name, tuple(columns), tuple(primary_key), dropped), False
+
+
+def ensure_indexes(cur: Cursor, table: RawTable) -> None:
+    """The key index (for merges) and a `_loaded_at` index (for dbt's incremental
+    filters). Created after a table's first COPY, which is cheaper than maintaining
+    them row by row; a no-op afterwards."""
+    if table.primary_key:
+        cur.execute(
+            sql.SQL("create unique index if not exists {} on {} ({})").format(
+                sql.Identifier(f"{table.name}__tidewater_pk"),
+                table.identifier,
+                sql.SQL(", ").join(map(sql.Identifier, table.primary_key)),
+            )
+        )
+    cur.execute(
+        sql.SQL("create index if not exists {} on {} (_loaded_at)").format(
+            sql.Identifier(f"{table.name}__tidewater_loaded_at"), table.identifier
+        )
+    )
 
 
 def create_stage(

@@ -47,6 +47,7 @@ from loaders.load import (
     RawTable,
     copy_in,
     create_stage,
+    ensure_indexes,
     ensure_schema,
     mark_missing_deleted,
     merge_stage,
@@ -167,7 +168,10 @@ def load_table(
     warehouse_conn = connect_warehouse()
     try:
         src = source_conn.cursor()
-        snapshot = open_snapshot(source_conn)
+        snapshot = open_snapshot(
+            source_conn,
+            relation=(source.source_schema, table.name) if table.detect_deletes else None,
+        )
         columns = validate_table(src, source, table)
         cursor_type = next((c.warehouse_type for c in columns if c.name == table.cursor), None)
         if table.mode == "incremental" and cursor_type not in CURSOR_TYPES:
@@ -194,11 +198,24 @@ def load_table(
         )
         names = [column.name for column in columns]
 
+        previous: Mark | None = None
         if table.mode == "incremental":
-            _load_incremental(src, wh, source, table, raw, created, snapshot, result)
+            previous = _load_incremental(src, wh, source, table, raw, created, result)
         else:
             _load_bulk(src, wh, source, raw, result)
-        if table.detect_deletes and table.primary_key and table.mode == "incremental":
+        ensure_indexes(wh, raw)
+        # Reconcile deletes only when the source's delete counter moved since the
+        # last reconciliation (or cannot be read, as for views).
+        if (
+            table.detect_deletes
+            and table.primary_key
+            and table.mode == "incremental"
+            and (
+                snapshot.source_deletes is None
+                or previous is None
+                or previous.source_deletes != snapshot.source_deletes
+            )
+        ):
             result.deleted += _detect_deletes(src, wh, source, raw, names, batch_id, result)
         if table.mode == "incremental":
             assert table.cursor is not None
@@ -216,6 +233,7 @@ def load_table(
                         lag=table.lag,
                         protect=table.late_commit_protection,
                     ),
+                    source_deletes=snapshot.source_deletes if table.detect_deletes else None,
                 ),
                 batch_id,
             )
@@ -290,20 +308,20 @@ def _load_incremental(
     table: TableConfig,
     raw: RawTable,
     created: bool,
-    snapshot: object,
     result: TableResult,
-) -> None:
+) -> Mark | None:
+    """Read the window above the mark and merge it; returns the previous mark."""
     assert table.cursor is not None
-    previous = read_mark(wh, source.name, table.name)
-    read_from = previous.read_from if previous and not created else None
-    result.mark_before = previous.mark if previous and not created else None
+    previous = None if created else read_mark(wh, source.name, table.name)
+    read_from = previous.read_from if previous else None
+    result.mark_before = previous.mark if previous else None
     rows, maximum, reread = window_stats(
         src, source.source_schema, table.name, table.cursor, read_from, result.mark_before
     )
-    result.rows_read, result.reread = rows, reread
+    result.rows_read, result.reread = max(rows, 0), reread
     result.mark_after = _aware(maximum)
-    if rows == 0:
-        return
+    if rows == 0 or maximum is None:
+        return previous
     query, params = build_query(
         source.source_schema,
         table.name,
@@ -314,12 +332,15 @@ def _load_incremental(
     names = [column.name for column in raw.columns]
     wh.execute(sql.SQL("select exists (select from {})").format(raw.identifier))
     if not wh.fetchone()[0]:
-        # First load into an empty table: COPY straight in, no merge needed.
+        # First load into an empty table: COPY straight in (indexes come after).
         result.inserted = _stream(src, query, params, wh, raw.identifier, names)
-        return
+        result.rows_read = result.inserted
+        return previous
+    ensure_indexes(wh, raw)
     create_stage(wh, raw)
     _stream(src, query, params, wh, sql.Identifier(STAGE), names)
     result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
+    return previous
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -338,6 +359,7 @@ def _load_bulk(
 ) -> None:
     query, params = build_query(source.source_schema, raw.name, raw.columns)
     names = [column.name for column in raw.columns]
+    ensure_indexes(wh, raw)
     create_stage(wh, raw)
     result.rows_read = _stream(src, query, params, wh, sql.Identifier(STAGE), names)
     if raw.primary_key:

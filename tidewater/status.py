@@ -87,29 +87,26 @@ order by ranked.job
 """
 
 
-def collect_status(target: Target, *, days: int = 7, limit: int = 10) -> dict[str, Any]:
-    conn = connect(target, what=f"the warehouse (target {target.name})")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("select to_regclass('ops.job_runs') is not null")
-            if not cur.fetchone()[0]:
-                return {"runs": [], "note": "no runs recorded yet; run `invoke load transform`"}
+def collect_status(conn: Any, *, days: int = 7, limit: int = 10) -> dict[str, Any]:
+    """Everything `invoke status` shows, as plain data (``--json`` prints it as is)."""
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass('ops.job_runs') is not null")
+        if not cur.fetchone()[0]:
+            return {"runs": [], "note": "no runs recorded yet; run `invoke load transform`"}
 
-            def rows(query: str, **params: Any) -> list[dict[str, Any]]:
-                cur.execute(query, params)
-                names = [column.name for column in cur.description]
-                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        def rows(query: str, **params: Any) -> list[dict[str, Any]]:
+            cur.execute(query, params)
+            names = [column.name for column in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-            return {
-                "runs": rows(RECENT_RUNS, limit=limit),
-                "success_rate": rows(SUCCESS_RATE, days=days),
-                "last_errors": rows(LAST_ERRORS),
-                "last_load": rows(LAST_TABLE_LOADS),
-                "freshness": rows(FRESHNESS),
-                "trending_slower": rows(TRENDING_SLOWER),
-            }
-    finally:
-        conn.close()
+        return {
+            "runs": rows(RECENT_RUNS, limit=limit),
+            "success_rate": rows(SUCCESS_RATE, days=days),
+            "last_errors": rows(LAST_ERRORS),
+            "last_load": rows(LAST_TABLE_LOADS),
+            "freshness": rows(FRESHNESS),
+            "trending_slower": rows(TRENDING_SLOWER),
+        }
 
 
 def _fmt(value: Any) -> Any:
@@ -121,7 +118,11 @@ def _fmt(value: Any) -> Any:
 
 
 def print_status(target: Target, *, as_json: bool = False) -> None:
-    status = collect_status(target)
+    conn = connect(target, what=f"the warehouse (target {target.name})")
+    try:
+        status = collect_status(conn)
+    finally:
+        conn.close()
     if as_json:
         print(json.dumps(status, default=str, indent=2))
         return
