@@ -114,8 +114,11 @@ def change(source: str, fraction: float) -> int:
     if new:
         execute(
             source,
-            "insert into events (session_id, customer_id, event_type, page_path, properties) "
-            f"select md5(random()::text)::uuid, null, 'page_view', '/bench', '{{}}' "
+            # clock_timestamp(): rows stamped one by one, as a live app's would be
+            "insert into events (session_id, customer_id, event_type, page_path, properties,"
+            " occurred_at) "
+            f"select md5(random()::text)::uuid, null, 'page_view', '/bench', '{{}}', "
+            "clock_timestamp() "
             f"from generate_series(1, {new})",
         )
         execute(

@@ -194,8 +194,11 @@ def copy_out(
 
 SOURCE_DELETES = """
 select sum(stats.n_tup_del)
-from pg_partition_tree(cast(%(relation)s as regclass)) as tree
-left join pg_stat_all_tables as stats on stats.relid = tree.relid
+from pg_stat_all_tables as stats
+where stats.relid = cast(%(relation)s as regclass)
+    or stats.relid in (
+        select tree.relid from pg_partition_tree(cast(%(relation)s as regclass)) as tree
+    )
 """
 
 

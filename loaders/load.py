@@ -114,9 +114,8 @@ def prepare_raw_table(
 
 
 def ensure_indexes(cur: Cursor, table: RawTable) -> None:
-    """The key index (for merges) and a `_loaded_at` index (for dbt's incremental
-    filters). Created after a table's first COPY, which is cheaper than maintaining
-    them row by row; a no-op afterwards."""
+    """The key index merges need. Built after a table's first COPY, which is cheaper
+    than maintaining it row by row; a no-op afterwards."""
     if table.primary_key:
         cur.execute(
             sql.SQL("create unique index if not exists {} on {} ({})").format(
@@ -125,11 +124,6 @@ def ensure_indexes(cur: Cursor, table: RawTable) -> None:
                 sql.SQL(", ").join(map(sql.Identifier, table.primary_key)),
             )
         )
-    cur.execute(
-        sql.SQL("create index if not exists {} on {} (_loaded_at)").format(
-            sql.Identifier(f"{table.name}__tidewater_loaded_at"), table.identifier
-        )
-    )
 
 
 def create_stage(

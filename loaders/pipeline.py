@@ -141,6 +141,23 @@ def _stream(
     target: sql.Composable,
     columns: list[str],
 ) -> int:
+    """COPY the query's rows from the source into ``target``; a staging table is
+    analyzed afterwards, so the merge plan fits its size (a handful of rows joins
+    by index, not by scanning the raw table)."""
+    count = _copy_between(source_cur, query, params, warehouse_cur, target, columns)
+    if target == sql.Identifier(STAGE):
+        warehouse_cur.execute(sql.SQL("analyze {}").format(target))
+    return count
+
+
+def _copy_between(
+    source_cur: psycopg2.extensions.cursor,
+    query: sql.Composable,
+    params: dict,
+    warehouse_cur: psycopg2.extensions.cursor,
+    target: sql.Composable,
+    columns: list[str],
+) -> int:
     pipe = _Pipe()
     thread = pipe.produce(lambda: copy_out(source_cur, query, params, pipe.writer))
     try:
@@ -335,6 +352,8 @@ def _load_incremental(
         # First load into an empty table: COPY straight in (indexes come after).
         result.inserted = _stream(src, query, params, wh, raw.identifier, names)
         result.rows_read = result.inserted
+        ensure_indexes(wh, raw)
+        wh.execute(sql.SQL("analyze {}").format(raw.identifier))
         return previous
     ensure_indexes(wh, raw)
     create_stage(wh, raw)

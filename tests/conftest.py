@@ -38,7 +38,10 @@ def server_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pgdata = Path(
         os.environ.get("TIDEWATER_TEST_PGDATA", embedded.STATE_DIR / "test-pgdata")
     ).resolve()
-    port = int(os.environ.get("TIDEWATER_TEST_EMBEDDED_PORT", "54339"))
+    if "TIDEWATER_TEST_EMBEDDED_PORT" in os.environ:
+        port = int(os.environ["TIDEWATER_TEST_EMBEDDED_PORT"])
+    else:
+        port = embedded.choose_port(pgdata, 54339)
     server = embedded.start(embedded.EmbeddedServer(pgdata=pgdata, port=port))
     yield server.admin_dsn("postgres")
 

