@@ -202,6 +202,25 @@ def status(c: Context, json: bool = False, target: str = "", profiles_dir: str =
     _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} status{extra}")
 
 
+@task(help={"output": "where to write the page", "days": "history to show"})
+def report(
+    c: Context,
+    output: str = "report.html",
+    days: int = 30,
+    target: str = "",
+    profiles_dir: str = "",
+) -> None:
+    """Write one self-contained HTML page: Gantt of the last run, trends, rows, freshness."""
+    common = _common(target, profiles_dir)
+    _run(c, f"{PYTHON} -m tidewater{common} report --output {shlex.quote(output)} --days {days}")
+
+
+@task
+def graph(c: Context, target: str = "", profiles_dir: str = "") -> None:
+    """Print the dependency graph (source tables → raw → staging → marts → exposures) as Mermaid."""
+    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} graph")
+
+
 @task(help={"args": "extra pytest arguments"})
 def test(c: Context, args: str = "") -> None:
     """Run the test suite against a real PostgreSQL (embedded, or TIDEWATER_TEST_DSN)."""

@@ -169,10 +169,19 @@ def _comparable(column: Column, alias: str) -> sql.Composable:
 
 
 def merge_stage(
-    cur: Cursor, table: RawTable, batch_id: str, *, stage: str = STAGE
+    cur: Cursor,
+    table: RawTable,
+    batch_id: str,
+    *,
+    stage: str = STAGE,
+    newest_by: str | None = None,
 ) -> tuple[int, int]:
-    """Update changed rows and insert new ones; unchanged rows are not written.
+    """Upsert the stage into the raw table by primary key: new keys are inserted,
+    changed rows updated, unchanged rows not written at all.
 
+    One ``insert … on conflict do update … where changed`` probes the key index per
+    staged row, so the cost follows the rows staged, not the size of the raw table.
+    A stage holding the same key twice keeps the row with the newest ``newest_by``.
     Columns dropped at the source keep their old values in rows that do not change,
     and become null in rows written from then on.
 
@@ -180,51 +189,52 @@ def merge_stage(
     """
     value_columns = [c for c in table.columns if c.name not in table.primary_key]
     assignments = [
-        sql.SQL("{} = {}.{}").format(
-            sql.Identifier(c.name), sql.Identifier("stage"), sql.Identifier(c.name)
-        )
+        sql.SQL("{} = excluded.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
         for c in value_columns
     ]
     assignments += [sql.SQL("{} = null").format(sql.Identifier(column)) for column in table.dropped]
     assignments += [
         sql.SQL("_loaded_at = now()"),
-        sql.SQL("_batch_id = %(batch_id)s"),
+        sql.SQL("_batch_id = excluded._batch_id"),
         sql.SQL("_deleted_at = null"),
     ]
     changed = [
-        sql.SQL("{} is distinct from {}").format(_comparable(c, "target"), _comparable(c, "stage"))
+        sql.SQL("{} is distinct from {}").format(
+            _comparable(c, "target"), _comparable(c, "excluded")
+        )
         for c in value_columns
     ]
     changed.append(sql.SQL("target._deleted_at is not null"))
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    keys = sql.SQL(", ").join(map(sql.Identifier, table.primary_key))
+    newest = (
+        sql.SQL(", {} desc nulls last").format(sql.Identifier(newest_by))
+        if newest_by
+        else sql.SQL("")
+    )
     cur.execute(
         sql.SQL(
-            "update {table} as target set {assignments} from {stage} as stage "
-            "where {match} and ({changed})"
+            "with merged as ("
+            "insert into {table} as target ({names}, _batch_id) "
+            "select distinct on ({keys}) {names}, %(batch_id)s from {stage} "
+            "order by {keys}{newest} "
+            "on conflict ({keys}) do update set {assignments} where {changed} "
+            "returning xmax = 0 as is_insert) "
+            "select count(*) filter (where is_insert), count(*) filter (where not is_insert) "
+            "from merged"
         ).format(
             table=table.identifier,
-            assignments=sql.SQL(", ").join(assignments),
+            names=names,
+            keys=keys,
+            newest=newest,
             stage=sql.Identifier(stage),
-            match=_key_match(table, "target", "stage"),
+            assignments=sql.SQL(", ").join(assignments),
             changed=sql.SQL(" or ").join(changed),
         ),
         {"batch_id": batch_id},
     )
-    updated = cur.rowcount
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    cur.execute(
-        sql.SQL(
-            "insert into {table} ({names}, _batch_id) "
-            "select {names}, %(batch_id)s from {stage} as stage "
-            "where not exists (select from {table} as target where {match})"
-        ).format(
-            table=table.identifier,
-            names=names,
-            stage=sql.Identifier(stage),
-            match=_key_match(table, "target", "stage"),
-        ),
-        {"batch_id": batch_id},
-    )
-    return cur.rowcount, updated
+    inserted, updated = cur.fetchone()
+    return int(inserted), int(updated)
 
 
 def mark_missing_deleted(

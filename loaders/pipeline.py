@@ -32,7 +32,7 @@ from tenacity import (
 )
 
 from loaders import deletes
-from loaders.catalog import validate_table
+from loaders.catalog import read_primary_key, validate_table
 from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import BadData, LoadRunFailed, TableLoadFailed
 from loaders.extract import (
@@ -348,7 +348,12 @@ def _load_incremental(
     )
     names = [column.name for column in raw.columns]
     wh.execute(sql.SQL("select exists (select from {})").format(raw.identifier))
-    if not wh.fetchone()[0]:
+    empty = not wh.fetchone()[0]
+    # The source itself guarantees unique keys (its primary key is the declared one):
+    # a first load can COPY straight into the raw table. Otherwise (views, declared
+    # keys) rows go through the stage, where duplicates keep the newest version.
+    unique_at_source = read_primary_key(src, source.source_schema, table.name) == table.primary_key
+    if empty and unique_at_source:
         # First load into an empty table: COPY straight in (indexes come after).
         result.inserted = _stream(src, query, params, wh, raw.identifier, names)
         result.rows_read = result.inserted
@@ -358,7 +363,7 @@ def _load_incremental(
     ensure_indexes(wh, raw)
     create_stage(wh, raw)
     _stream(src, query, params, wh, sql.Identifier(STAGE), names)
-    result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
+    result.inserted, result.updated = merge_stage(wh, raw, result.batch_id, newest_by=table.cursor)
     return previous
 
 

@@ -78,6 +78,42 @@ def _status(args: argparse.Namespace) -> None:
     print_status(target, as_json=args.json)
 
 
+def _manifest(target: object) -> dict:
+    """dbt's manifest, parsed now so it matches the project."""
+    import json
+
+    from tidewater.paths import DBT_PROJECT_DIR
+    from tidewater.transform import run_dbt
+
+    run_dbt("parse", target, "--quiet", record=False)  # type: ignore[arg-type]
+    return json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())
+
+
+def _graph(args: argparse.Namespace) -> None:
+    from tidewater.graph import build_graph, to_mermaid
+
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    print(to_mermaid(build_graph(_manifest(target))), end="")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from tidewater.db import connect
+    from tidewater.report import write_report
+
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    if target.is_embedded:
+        embedded.start()
+    manifest = _manifest(target)
+    conn = connect(target, what=f"the warehouse (target {target.name})")
+    try:
+        path = write_report(conn, Path(args.output), days=args.days, manifest=manifest)
+    finally:
+        conn.close()
+    say(f"report written to {path.resolve()}")
+
+
 def _setup(args: argparse.Namespace) -> None:
     from tidewater.setup import ensure_warehouse
 
@@ -157,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="recent runs, rows, failures and freshness")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=_status)
+    commands.add_parser("graph", help="the dependency graph as Mermaid text").set_defaults(
+        run=_graph
+    )
+    report = commands.add_parser("report", help="write the HTML pipeline report")
+    report.add_argument("--output", default="report.html")
+    report.add_argument("--days", type=int, default=30)
+    report.set_defaults(run=_report)
     commands.add_parser("setup", help="create the warehouse and apply roles").set_defaults(
         run=_setup
     )

@@ -184,6 +184,7 @@ def record_job(connect_fn: ConnectFn, job: str, *, run_id: str | None = None) ->
             else:
                 message = " ".join(str(error).split()) or error.__class__.__name__
         run.status = status
+        _emit_job_metrics(job, status, time.perf_counter() - started, run.rows)
         try:
             with conn.cursor() as cur:
                 cur.execute(
@@ -203,6 +204,16 @@ def record_job(connect_fn: ConnectFn, job: str, *, run_id: str | None = None) ->
                 )
         finally:
             conn.close()
+
+
+def _emit_job_metrics(job: str, status: str, seconds: float, rows: int | None) -> None:
+    from tidewater.metrics import metric_name, metrics
+
+    sink = metrics()
+    sink.timing(metric_name("job", job, "duration"), seconds * 1000)
+    sink.incr(metric_name("job", job, status))
+    if rows is not None:
+        sink.gauge(metric_name("job", job, "rows"), rows)
 
 
 def record_table_loads(
@@ -234,6 +245,15 @@ def record_table_loads(
     ]
     if not rows:
         return
+    from tidewater.metrics import metric_name, metrics
+
+    sink = metrics()
+    for r in results:
+        name = ("load", r.source, r.table)
+        sink.timing(metric_name(*name, "duration"), r.duration_s * 1000)
+        sink.incr(metric_name(*name, r.status))
+        sink.incr(metric_name(*name, "rows_read"), r.rows_read)
+        sink.incr(metric_name(*name, "rows_written"), r.inserted + r.updated + r.deleted)
     with conn.cursor() as cur:
         execute_values(
             cur,

@@ -247,3 +247,25 @@ def test_a_bad_declaration_names_the_candidates_and_writes_nothing(
 )
 def test_widening_rules(old: str, new: str, widens: bool) -> None:
     assert is_widening(old, new) is widens
+
+
+def test_a_batch_holding_the_same_key_twice_keeps_the_newest_version(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
+    execute(
+        source_dsn,
+        "create table versions (id int, label text, updated_at timestamptz not null);"
+        "insert into versions values (1, 'old', '2026-01-01'), (1, 'new', '2026-01-02'),"
+        " (2, 'only', '2026-01-01');"
+        "create view latest as select * from versions",
+    )
+    view = TableConfig(name="latest", mode="incremental", cursor="updated_at", primary_key=("id",))
+    raise_on_failure(list(run_load(custom_source(view)).values()))  # first load: COPY
+    execute(
+        source_dsn,
+        "insert into versions values (2, 'newer', '2026-01-03'), (2, 'stale', '2026-01-02')",
+    )
+    raise_on_failure(list(run_load(custom_source(view)).values()))  # merge of a batch with dups
+    assert execute(warehouse_dsn, "select id, label from raw_app.latest where id = 2") == [
+        (2, "newer")
+    ]
