@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,7 @@ from tidewater.db import connect
 from tidewater.exceptions import TidewaterError
 from tidewater.paths import ROLES_SPEC
 from tidewater.profile import Target, admin_target_name, load_target
+from tidewater.runs import JobRun, record_job
 
 Command = Literal["plan", "apply", "verify", "generate"]
 EXIT_VIOLATIONS = 2
@@ -57,6 +59,17 @@ def _targets(args: argparse.Namespace) -> tuple[Target, Target]:
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     admin = load_target(admin_target_name(target), profiles_dir=args.profiles_dir)
     return target, admin
+
+
+@contextmanager
+def _recorded(where: Target | str, command: str) -> Iterator[JobRun]:
+    """Record the outcome of a plan, apply or verify in ops.job_runs (as every job is)."""
+    with record_job(
+        lambda: connect(where, what="the warehouse (as admin)", application_name="tidewater-roles"),
+        f"roles {command}",
+        create=False,
+    ) as run:
+        yield run
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,12 +117,18 @@ def run(args: argparse.Namespace) -> int:
 
     conn = connect(where, what="the warehouse (as admin)")
     try:
-        if command == "verify":
-            result = verify(conn, spec)
-            sys.stdout.write(result.render_text())
-            return EXIT_VIOLATIONS if result.violations else 0
-        plan = plan_changes(conn, spec, passwords=passwords)
-        apply_plan(conn, plan, apply=command == "apply")
+        with _recorded(where, command) as record:
+            if command == "verify":
+                result = verify(conn, spec)
+                sys.stdout.write(result.render_text())
+                record.details = {"violations": len(result.violations)}
+                if result.violations:
+                    record.status = "failed"
+                return EXIT_VIOLATIONS if result.violations else 0
+            plan = plan_changes(conn, spec, passwords=passwords)
+            apply_plan(conn, plan, apply=command == "apply")
+            record.rows = len(plan.statements)
+            record.details = {"statements": len(plan.statements), "applied": command == "apply"}
     finally:
         conn.close()
     sys.stdout.write(plan.render_text())

@@ -145,17 +145,29 @@ class JobRun:
 
 
 @contextmanager
-def record_job(connect_fn: ConnectFn, job: str, *, run_id: str | None = None) -> Iterator[JobRun]:
+def record_job(
+    connect_fn: ConnectFn, job: str, *, run_id: str | None = None, create: bool = True
+) -> Iterator[JobRun]:
     """Record a job's start now and its end when the block exits.
 
     An exception marks the run failed with its class (transient or terminal) and
-    message, and is re-raised. `SystemExit(0)` counts as success.
+    message, and is re-raised. `SystemExit(0)` counts as success. With
+    ``create=False`` nothing is created: if the ops tables do not exist yet, the
+    job runs unrecorded (the roles tool must not create what it manages).
     """
     from tidewater.db import is_transient
 
     run = JobRun(run_id=run_id or uuid.uuid4().hex[:12], job=job, started_at=datetime.now(UTC))
     conn = connect_fn()
     conn.autocommit = True
+    if not create:
+        with conn.cursor() as cur:
+            cur.execute("select to_regclass('ops.job_runs') is not null")
+            exists = cur.fetchone()[0]
+        if not exists:
+            conn.close()
+            yield run
+            return
     ensure_ops_tables(conn)
     host = socket.gethostname()
     with conn.cursor() as cur:
@@ -176,6 +188,8 @@ def record_job(connect_fn: ConnectFn, job: str, *, run_id: str | None = None) ->
         status, error_class, message = run.status, None, None
         if status == "running":
             status = "succeeded"
+        elif status == "failed" and error is None:
+            error_class, message = "terminal", json.dumps(run.details, default=str)
         if error is not None and not (isinstance(error, SystemExit) and not error.code):
             status = "skipped" if run.status == "skipped" else "failed"
             error_class = "transient" if is_transient(error) else "terminal"
