@@ -283,6 +283,9 @@ def test_grants_hold_after_load_transform_and_a_full_refresh(
     try:
         with dashboard.cursor() as cur:
             cur.execute("select sum(revenue) from marts.agg_daily_sales")
+            # the pipeline-health marts are there for the BI tool too
+            cur.execute("select job_name, status from marts.fct_pipeline_runs")
+            assert ("load", "succeeded") in cur.fetchall()
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute("drop table marts.fct_orders")
     finally:
