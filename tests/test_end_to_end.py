@@ -246,6 +246,12 @@ def test_keep_going_builds_what_does_not_depend_on_a_failed_table(project: Proje
     )
     assert statuses["products"] == "failed"
     assert statuses["events"] == "succeeded"
+    # the transform records what it left out, and is recorded as a success of its own
+    details = query(
+        project.warehouse,
+        "select details from ops.job_runs where job = 'dbt build' order by started_at desc limit 1",
+    )[0][0]
+    assert details["excluded"] == ["source:app.products+"]
 
 
 def test_grants_hold_after_load_transform_and_a_full_refresh(

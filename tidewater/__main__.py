@@ -161,7 +161,7 @@ def _transform(args: argparse.Namespace) -> None:
         exclude += skipped
     if exclude:
         extra += ["--exclude", *exclude]
-    run_dbt("build", target, *extra)
+    run_dbt("build", target, *extra, details={"excluded": exclude} if exclude else None)
 
 
 def _dbt(args: argparse.Namespace) -> None:

@@ -52,7 +52,13 @@ def dbt_command(command: str, target: Target, *args: str) -> list[str]:
     ]
 
 
-def run_dbt(command: str, target: Target, *args: str, record: bool = True) -> None:
+def run_dbt(
+    command: str,
+    target: Target,
+    *args: str,
+    record: bool = True,
+    details: dict[str, object] | None = None,
+) -> None:
     """Run a dbt command; with ``record``, write the job and per-node results to ops."""
     argv = dbt_command(command, target, *args)
     if not record:
@@ -80,6 +86,7 @@ def run_dbt(command: str, target: Target, *args: str, record: bool = True) -> No
                 if r.get("status") in ("error", "fail", "runtime error")
             ]
             run.details = {
+                **(details or {}),
                 "nodes": len(results.get("results", [])),
                 "failed": failed,
                 "skipped": sum(
