@@ -23,7 +23,9 @@ MODES: tuple[Mode, ...] = ("incremental", "bulk")
 TABLE_KEYS = frozenset(
     {"mode", "cursor", "primary_key", "detect_deletes", "lag", "late_commit_protection", "enabled"}
 )
-SOURCE_KEYS = frozenset({"source_schema", "dsn_env"})
+SOURCE_KEYS = frozenset({"source_schema", "dsn_env", "kind"})
+SourceKind = Literal["postgres", "redshift"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day)s?\s*$")
 
 
@@ -50,6 +52,7 @@ class SourceConfig:
     dsn_env: str
     tables: tuple[TableConfig, ...] = field(default_factory=tuple)
     declared_in: Path | None = None
+    kind: SourceKind = "postgres"
 
     def table(self, name: str) -> TableConfig:
         for table in self.tables:
@@ -129,6 +132,9 @@ def _source_config(source: dict[str, Any], path: Path) -> SourceConfig | None:
         raise DeclarationError(
             where, f"unknown setting(s) {', '.join(unknown)}", candidates=sorted(SOURCE_KEYS)
         )
+    kind = meta.get("kind", "postgres")
+    if kind not in SOURCE_KINDS:
+        raise DeclarationError(where, f"kind {kind!r} is not known", candidates=SOURCE_KINDS)
     tables = []
     for entry in source.get("tables") or []:
         table = _table_config(entry, f"{where}, table {entry.get('name')}")
@@ -141,6 +147,7 @@ def _source_config(source: dict[str, Any], path: Path) -> SourceConfig | None:
         dsn_env=str(meta.get("dsn_env") or f"TIDEWATER_SOURCE_{name.upper()}_DSN"),
         tables=tuple(tables),
         declared_in=path,
+        kind=kind,
     )
 
 

@@ -459,6 +459,10 @@ def load_with_retries(
         from loaders.redshift_pipeline import load_table_redshift
 
         loader = partial(load_table_redshift, options=options)  # type: ignore[assignment]
+    elif source.kind == "redshift":
+        from loaders.redshift_source import load_table_from_redshift
+
+        loader = partial(load_table_from_redshift, options=options)  # type: ignore[assignment]
     try:
         result = retrying(
             loader,

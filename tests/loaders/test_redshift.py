@@ -244,3 +244,54 @@ def test_a_redshift_load_is_one_transaction_of_redshift_statements(pg) -> None:
     assert 'lock "raw_app"."orders"' in statements
     for statement in statements:
         parses_as_redshift(statement)
+
+
+def test_a_redshift_source_unloads_its_read_window_to_a_batch_prefix(pg) -> None:
+    from datetime import UTC, datetime
+
+    from loaders.config import SourceConfig, TableConfig
+    from loaders.redshift_source import plan_unload
+
+    source = SourceConfig(
+        name="legacy", raw_schema="raw_legacy", source_schema="sales", dsn_env="X", kind="redshift"
+    )
+    table = TableConfig(
+        name="orders", mode="incremental", cursor="updated_at", primary_key=("order_id",)
+    )
+    plan = plan_unload(
+        pg.cursor(),
+        source,
+        table,
+        (COLUMNS[0], COLUMNS[6]),
+        read_from=datetime(2026, 1, 1, tzinfo=UTC),
+        s3_staging="s3://bucket/stage",
+        iam_role="arn:aws:iam::1:role/unload",
+        batch_id="b7",
+    )
+    statement = plan.statement.as_string(pg)
+    assert plan.manifest_url == "s3://bucket/stage/legacy/orders/b7/manifest"
+    assert "where \"updated_at\" >= ''2026-01-01T00:00:00+00:00''::timestamptz" in statement
+    assert "to 's3://bucket/stage/legacy/orders/b7/'" in statement
+    parses_as_redshift(statement)
+
+
+def test_redshift_source_columns_map_to_warehouse_types(source_dsn: str) -> None:
+    """information_schema reads the same on Redshift and PostgreSQL."""
+    from loaders.redshift_source import read_columns, warehouse_type
+
+    execute(
+        source_dsn,
+        "create table legacy (id bigint, name varchar(40), amount numeric(12,2), note text)",
+    )
+    conn = psycopg2.connect(source_dsn)
+    try:
+        columns = read_columns(conn.cursor(), "public", "legacy")
+    finally:
+        conn.close()
+    assert [(c.name, c.warehouse_type) for c in columns] == [
+        ("id", "bigint"),
+        ("name", "character varying(40)"),
+        ("amount", "numeric(12,2)"),
+        ("note", "text"),
+    ]
+    assert warehouse_type("super", None, None, None) == "jsonb"
