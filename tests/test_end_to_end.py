@@ -10,106 +10,15 @@ login user, never as a superuser.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
 
 import demo_app
+from tests.conftest import Project, query
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW_TABLES = ("countries", "customers", "products", "orders", "order_items", "payments", "events")
-
-
-def query(dsn: str, statement: str) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
-class Project:
-    """The kit pointed at a fresh warehouse and a demo app, as a user would configure it."""
-
-    def __init__(self, env: dict[str, str], warehouse: str, source: str) -> None:
-        self.env = env
-        self.warehouse = warehouse
-        self.source = source
-
-    def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        invoke = Path(sys.executable).parent / "invoke"
-        result = subprocess.run(
-            [str(invoke), *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"invoke {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-            )
-        return result
-
-
-@pytest.fixture
-def project(
-    server_admin_dsn: str, make_database: Callable[[str], str], role_prefix: str, tmp_path: Path
-) -> Project:
-    warehouse_admin = make_database("e2e_wh")
-    source = make_database("e2e_app")
-    demo_app.create_app(source, scale=0.2)
-    parts = urlsplit(warehouse_admin)
-    dbname = parts.path.lstrip("/")
-    host, port = parts.hostname, parts.port or 5432
-    (tmp_path / "profiles.yml").write_text(
-        f"""
-tidewater:
-  target: e2e
-  outputs:
-    e2e:
-      type: postgres
-      host: {host}
-      port: {port}
-      user: {role_prefix}tidewater_etl_runner
-      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD', 'tidewater') }}}}"
-      dbname: {dbname}
-      schema: analytics
-      threads: 4
-    e2e_admin:
-      type: postgres
-      host: {host}
-      port: {port}
-      user: {parts.username or "postgres"}
-      password: ""
-      dbname: {dbname}
-      schema: analytics
-      threads: 1
-"""
-    )
-    env = dict(os.environ)
-    env.update(
-        DBT_PROFILES_DIR=str(tmp_path),
-        TIDEWATER_SOURCE_APP_DSN=source,
-        TIDEWATER_ROLE_PREFIX=role_prefix,
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-    )
-    if not os.environ.get("TIDEWATER_TEST_DSN"):
-        # The embedded test server stands in for the embedded default.
-        env["TIDEWATER_EMBEDDED_PORT"] = str(port)
-        env["TIDEWATER_EMBEDDED_PGDATA"] = os.environ.get(
-            "TIDEWATER_TEST_PGDATA", str(ROOT / ".tidewater" / "test-pgdata")
-        )
-    etl_dsn = urlunsplit(parts._replace(netloc=f"{role_prefix}tidewater_etl_runner@{host}:{port}"))
-    return Project(env, etl_dsn, source)
 
 
 def raw_fingerprint(dsn: str) -> dict[str, tuple]:
@@ -190,7 +99,7 @@ def test_a_broken_configuration_is_one_line_that_says_what_to_fix(project: Proje
     assert result.returncode != 0
     assert (
         "unknown target 'nope'" in result.stderr
-        and "choose one of: e2e, e2e_admin" in result.stderr
+        and "choose one of: dev_full, e2e, e2e_admin" in result.stderr
     )
     assert "Traceback" not in result.stderr
 

@@ -4,6 +4,7 @@ source is configured."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,11 @@ def admin_target(target: Target) -> Target:
     try:
         return load_target(name, profiles_dir=target.profiles_dir)
     except ConfigError as exc:
+        # A development target (an analyst's) shares the default target's admin.
+        default = load_target(None, profiles_dir=target.profiles_dir)
+        if default.name != target.name and default.host == target.host:
+            with contextlib.suppress(ConfigError):
+                return load_target(admin_target_name(default), profiles_dir=target.profiles_dir)
         raise ConfigError(
             f"roles and setup need an administrative target {name!r} in "
             f"{target.profiles_dir / 'profiles.yml'} (a user that may create roles); "
