@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tidewater.graph import (
     LAYERS,
@@ -193,9 +193,30 @@ def test_mermaid_text_reads_back_into_the_same_graph() -> None:
     assert {(ids[a], ids[b]) for a, b in graph.edges} == again.edges
 
 
-@pytest.mark.skipif(not MANIFEST_PATH.exists(), reason="no dbt_project/target/manifest.json yet")
-def test_the_project_manifest_draws_every_model_from_raw_to_exposures() -> None:
-    manifest = json.loads(MANIFEST_PATH.read_text())
+def test_the_project_manifest_draws_every_model_from_raw_to_exposures(tmp_path: Path) -> None:
+    """The real project, parsed now (dbt parse needs no database)."""
+    from tidewater.paths import DBT_PROJECT_DIR
+    from tidewater.profile import embedded_profiles_dir
+    from tidewater.transform import dbt_env
+
+    dbt = Path(sys.executable).parent / "dbt"
+    subprocess.run(
+        [
+            str(dbt),
+            "parse",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(embedded_profiles_dir()),
+            "--target-path",
+            str(tmp_path),
+            "--quiet",
+        ],
+        check=True,
+        env=dbt_env(),
+        timeout=300,
+    )
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
     graph = build_graph(manifest)
     models = {k for k, v in manifest["nodes"].items() if v["resource_type"] == "model"}
     assert models <= set(graph.nodes)
