@@ -178,6 +178,15 @@ tidewater:
       dbname: {dbname}
       schema: analytics
       threads: 4
+    dev_alice:
+      type: postgres
+      host: {host}
+      port: {port}
+      user: {role_prefix}analyst_alice
+      password: ""
+      dbname: {dbname}
+      schema: sandbox_{role_prefix}analyst_alice
+      threads: 4
     dev_full:
       type: postgres
       host: {host}

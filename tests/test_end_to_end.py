@@ -99,7 +99,7 @@ def test_a_broken_configuration_is_one_line_that_says_what_to_fix(project: Proje
     assert result.returncode != 0
     assert (
         "unknown target 'nope'" in result.stderr
-        and "choose one of: dev_full, e2e, e2e_admin" in result.stderr
+        and "choose one of: dev_alice, dev_full, e2e, e2e_admin" in result.stderr
     )
     assert "Traceback" not in result.stderr
 
@@ -205,3 +205,31 @@ def test_grants_hold_after_load_transform_and_a_full_refresh(
                 cur.execute("drop table marts.fct_orders")
     finally:
         dashboard.close()
+
+
+def test_an_analyst_builds_a_model_in_the_sandbox_without_touching_marts(
+    project: Project, role_prefix: str
+) -> None:
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    project.invoke("load", "transform")
+    before = query(
+        project.warehouse,
+        "select count(*), md5(string_agg(cast(p as text), '|' order by product_id)) from marts.dim_products as p",
+    )
+    runs_before = query(project.warehouse, "select count(*) from ops.job_runs")
+    project.invoke("transform", "--target", "dev_alice", "--select", "+dim_products")
+    sandbox = f"sandbox_{role_prefix}analyst_alice"
+    owner = query(
+        project.warehouse,
+        f"select tableowner from pg_tables where schemaname = '{sandbox}' and tablename = 'dim_products'",
+    )
+    assert owner == [(f"{role_prefix}analyst_alice",)]
+    assert (
+        query(
+            project.warehouse,
+            "select count(*), md5(string_agg(cast(p as text), '|' order by product_id)) from marts.dim_products as p",
+        )
+        == before
+    )
+    assert query(project.warehouse, "select count(*) from ops.job_runs") == runs_before

@@ -61,6 +61,8 @@ def run_dbt(
 ) -> None:
     """Run a dbt command; with ``record``, write the job and per-node results to ops."""
     argv = dbt_command(command, target, *args)
+    if target.name.startswith("dev"):
+        record = False  # a personal development build is not a pipeline run
     if not record:
         code = subprocess.call(argv, env=dbt_env())
         if code:

@@ -6,9 +6,10 @@
     `intermediate`, `marts`, `snapshots`. These are the schemas the roles tool
     grants on and BI tools read.
 
-    Personal targets (`dev`, `dev_alice`, ...) build into
-    `<target.schema>_<custom schema>`, e.g. `dbt_alice_marts`, so an analyst
-    developing a model never replaces a production table.
+    Personal targets (`dev`, `dev_alice`, ...) build every layer into the
+    target schema itself, e.g. the analyst's sandbox `sandbox_analyst_alice`
+    (model names are unique across layers), so an analyst developing a model
+    never replaces a production table and needs no right to create schemas.
 
     Models without a custom schema build into the target schema.
 -#}
@@ -16,7 +17,7 @@
     {%- if custom_schema_name is none -%}
         {{ target.schema }}
     {%- elif target.name.startswith('dev') -%}
-        {{ target.schema }}_{{ custom_schema_name | trim }}
+        {{ target.schema }}
     {%- else -%}
         {{ custom_schema_name | trim }}
     {%- endif -%}

@@ -49,7 +49,7 @@ def test_incremental_marts_equal_a_full_refresh_after_every_kind_of_change(
 
     project.invoke("transform", "--target", "dev_full", "--full-refresh")
     differences = {
-        table: differing_rows(project.warehouse, "marts", "fullref_marts", table)
+        table: differing_rows(project.warehouse, "marts", "fullref", table)
         for table in COMPARED_MARTS
     }
     print("incremental vs full refresh, differing rows per mart:", differences)
