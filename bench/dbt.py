@@ -1,0 +1,149 @@
+"""``python -m bench.dbt`` (``invoke bench --what dbt``): the transform's speed.
+
+On the demo app at the given scale (200 ≈ 5 million events), in one run: the full
+``dbt build`` time, then the incremental build time after 0.1% and 1% of source
+rows change (and are loaded), with the ratio to the full build (target: an
+incremental build after 1% change takes at most 10% of the full build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg2
+
+from tidewater import embedded
+from tidewater.paths import DBT_PROJECT_DIR
+
+PROFILE = """
+tidewater:
+  target: bench
+  outputs:
+    bench:
+      type: postgres
+      host: 127.0.0.1
+      port: {port}
+      user: postgres
+      password: ""
+      dbname: benchdbt_wh
+      schema: analytics
+      threads: 4
+"""
+
+
+def execute(dsn: str, statement: str) -> list[tuple]:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def load(source: str, warehouse: str) -> None:
+    from loaders.config import load_sources
+    from loaders.pipeline import LoadOptions, connector, load_all, raise_on_failure
+
+    results = load_all(
+        load_sources()[:1],
+        source_connectors={"app": connector(source, what="source")},
+        connect_warehouse=connector(warehouse, what="warehouse"),
+        options=LoadOptions(workers=4),
+    )
+    raise_on_failure(results)
+
+
+def build(profiles_dir: str, *extra: str) -> float:
+    dbt = Path(sys.executable).parent / "dbt"
+    env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            str(dbt),
+            "build",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            profiles_dir,
+            "--quiet",
+            *extra,
+        ],
+        check=True,
+        env=env,
+    )
+    return time.perf_counter() - started
+
+
+def change(source: str, fraction: float) -> int:
+    """Change a fraction of rows the way the app does: new events, status moves,
+    new payments on existing orders."""
+    events = execute(source, "select count(*) from events")[0][0]
+    new = max(1, int(events * fraction))
+    execute(
+        source,
+        "insert into events (session_id, customer_id, event_type, page_path, properties,"
+        " occurred_at) select md5(random()::text)::uuid, null, 'page_view', '/bench', '{}',"
+        f" clock_timestamp() from generate_series(1, {new})",
+    )
+    orders = execute(source, "select count(*) from orders")[0][0]
+    moved = max(1, int(orders * fraction))
+    execute(
+        source,
+        "update orders set status = 'delivered' where order_id in (select order_id from orders"
+        f" where status in ('paid', 'shipped') order by order_id limit {moved})",
+    )
+    return new + moved
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dbt", description=__doc__)
+    parser.add_argument("--scale", type=float, default=200.0)
+    args = parser.parse_args()
+    server = embedded.start()
+    admin = server.admin_dsn("postgres")
+    base = admin.rsplit("/", 1)[0]
+    source, warehouse = f"{base}/benchdbt_app", f"{base}/benchdbt_wh"
+    for name in ("benchdbt_app", "benchdbt_wh"):
+        execute(admin, f"drop database if exists {name} with (force)")
+        execute(admin, f"create database {name}")
+
+    import demo_app
+
+    counts = demo_app.create_app(source, scale=args.scale)
+    print(f"demo app at scale {args.scale:g}: {counts}")
+    load(source, warehouse)
+    from tidewater.runs import ensure_ops_tables
+
+    conn = psycopg2.connect(warehouse)
+    conn.autocommit = True
+    ensure_ops_tables(conn)  # the pipeline-health models read them
+    conn.close()
+    with tempfile.TemporaryDirectory() as profiles_dir:
+        (Path(profiles_dir) / "profiles.yml").write_text(PROFILE.format(port=server.port))
+        full = build(profiles_dir, "--full-refresh")
+        print(f"\nfull dbt build                      {full:8.1f} s")
+        for fraction in (0.001, 0.01):
+            changed = change(source, fraction)
+            load(source, warehouse)
+            incremental = build(profiles_dir)
+            target = "   (target <= 0.10)" if fraction == 0.01 else ""
+            print(
+                f"incremental after {fraction:5.1%} ({changed:>7,} rows) {incremental:8.1f} s"
+                f" = {incremental / full:.3f} of full{target}"
+            )
+    if os.environ.get("BENCH_KEEP") != "1":
+        for name in ("benchdbt_app", "benchdbt_wh"):
+            execute(admin, f"drop database if exists {name} with (force)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
