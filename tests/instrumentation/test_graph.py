@@ -18,7 +18,6 @@ from tidewater.graph import (
     to_mermaid,
 )
 
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "dbt_project" / "target" / "manifest.json"
 
 
 def model(name: str, path: str, *upstream: str, kind: str = "model") -> dict[str, Any]:
