@@ -19,7 +19,6 @@ from tidewater.graph import (
 )
 
 
-
 def model(name: str, path: str, *upstream: str, kind: str = "model") -> dict[str, Any]:
     return {
         "resource_type": kind,
