@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 
 import demo_app
-from tests.conftest import Project, query
+from tests.conftest import ROOT, Project, query
 
 RAW_TABLES = ("countries", "customers", "products", "orders", "order_items", "payments", "events")
 
@@ -86,6 +86,10 @@ def test_after_live_changes_the_marts_follow_the_source(project: Project) -> Non
         "select sum(order_total), count(*) from marts.fct_orders where is_completed and not _is_deleted",
     )[0]
     assert mart == source
+    # docs with lineage for the BI users
+    project.invoke("docs")
+    catalog = ROOT / "dbt_project" / "target" / "catalog.json"
+    assert "model.tidewater.fct_orders" in catalog.read_text()
 
 
 def test_a_broken_configuration_is_one_line_that_says_what_to_fix(project: Project) -> None:

@@ -174,7 +174,12 @@ def _dbt(args: argparse.Namespace) -> None:
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     if target.is_embedded:
         embedded.start()
-    run_dbt(args.command, target, *args.dbt_args, record=False)
+    # dbt's command groups take their subcommand first: `docs generate`, `source freshness`.
+    words = [args.command]
+    rest = list(args.dbt_args)
+    while rest and not rest[0].startswith("-") and args.command in ("docs", "source"):
+        words.append(rest.pop(0))
+    run_dbt(" ".join(words), target, *rest, record=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

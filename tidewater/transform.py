@@ -22,10 +22,14 @@ class TransformFailed(TidewaterError):
         self.returncode = returncode
         self.failed = tuple(failed)
         detail = f": {', '.join(self.failed[:5])}" if self.failed else ""
-        super().__init__(
-            f"dbt {command} failed (exit {returncode}){detail}; downstream models were skipped. "
-            "Fix the data or the model, then run `invoke transform` again"
-        )
+        if command == "build":
+            advice = (
+                "downstream models were skipped. Fix the data or the model, then run "
+                "`invoke transform` again"
+            )
+        else:
+            advice = "see dbt's output above"
+        super().__init__(f"dbt {command} failed (exit {returncode}){detail}; {advice}")
 
 
 def dbt_env() -> dict[str, str]:
@@ -41,7 +45,7 @@ def dbt_command(command: str, target: Target, *args: str) -> list[str]:
     dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
     return [
         dbt if os.path.exists(dbt) else "dbt",
-        command,
+        *command.split(),
         "--project-dir",
         str(DBT_PROJECT_DIR),
         "--profiles-dir",
