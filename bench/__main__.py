@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg2
-
+from bench import execute
 from tidewater import embedded
 
 LOADER = """
@@ -50,17 +49,6 @@ def psql_binary() -> str:
 
     bundled = POSTGRES_BIN_PATH / "psql"
     return str(bundled) if bundled.exists() else (shutil.which("psql") or "psql")
-
-
-def execute(dsn: str, statement: str) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def recreate(admin_dsn: str, name: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg2
 
+from bench import execute
 from tidewater import embedded
 from tidewater.paths import DBT_PROJECT_DIR
 
@@ -35,17 +36,6 @@ tidewater:
       schema: analytics
       threads: 4
 """
-
-
-def execute(dsn: str, statement: str) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def load(source: str, warehouse: str) -> None:
