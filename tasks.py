@@ -193,7 +193,13 @@ def lint(c: Context) -> None:
 @task
 def docs(c: Context, target: str = "", profiles_dir: str = "") -> None:
     """Generate dbt docs with the lineage graph (dbt_project/target/index.html)."""
-    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} dbt docs generate")
+    # The docs name the relations BI tools read: `marts`, not the shadow schema.
+    published = shlex.quote("{marts_build_schema: marts}")
+    _run(
+        c,
+        f"{PYTHON} -m tidewater{_common(target, profiles_dir)} dbt docs generate "
+        f"--vars {published}",
+    )
 
 
 @task(help={"json": "print machine-readable JSON"})

@@ -203,6 +203,8 @@ def load_table(
         wh = warehouse_conn.cursor()
         wh.execute("set local timezone = 'UTC'")
         wh.execute("select set_config('tidewater.batch_id', %s, true)", (batch_id,))
+        # No transform reads raw while this load is in flight (tidewater.lock.raw_settled).
+        wh.execute("select pg_advisory_xact_lock_shared(hashtext('tidewater.raw'))")
         # Two loads of the same table never run at once, whoever starts them.
         wh.execute(
             "select pg_advisory_xact_lock(hashtext('tidewater.load'), hashtext(%s))",

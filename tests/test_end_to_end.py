@@ -62,7 +62,11 @@ def test_load_transform_builds_marts_that_agree_with_the_source(project: Project
     )
     assert owners == [(project.warehouse.split("//")[1].split("@")[0],)]
     jobs = query(project.warehouse, "select job, status from ops.job_runs order by started_at")
-    assert jobs[-2:] == [("load", "succeeded"), ("dbt build", "succeeded")]
+    assert jobs[-3:] == [
+        ("load", "succeeded"),
+        ("dbt build", "succeeded"),
+        ("publish", "succeeded"),
+    ]
     assert query(project.warehouse, "select count(*) from ops.table_loads")[0][0] == len(RAW_TABLES)
 
     # A second run succeeds and changes no row in raw_app.

@@ -12,6 +12,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg2.extensions
@@ -22,6 +24,9 @@ from tidewater.profile import Target
 from tidewater.runs import ensure_ops_tables
 
 LOCK_KEY = "tidewater.pipeline"
+# Loaders hold this advisory lock shared for each table's load transaction;
+# a transform holds it exclusively while dbt reads raw (see `raw_settled`).
+RAW_LOCK_KEY = "tidewater.raw"
 _held: dict[str, psycopg2.extensions.connection] = {}
 
 
@@ -105,3 +110,30 @@ def _record_skipped(conn: psycopg2.extensions.connection, job: str, holder: str)
                 os.getpid(),
             ),
         )
+
+
+@contextmanager
+def raw_settled(target: Target) -> Iterator[None]:
+    """Keep loads out of raw while dbt reads it.
+
+    Waits for every load transaction in flight to commit, and makes new ones
+    wait, so that when dbt runs every raw row with a `_loaded_at` at or below
+    what it sees is visible: incremental models can start right after the
+    newest `_loaded_at` they hold (no time window re-reads the previous load).
+    PostgreSQL only; Redshift has no advisory locks (use `lookback_minutes`).
+    """
+    if target.type != "postgres":
+        yield
+        return
+    conn = connect(
+        target,
+        what=f"the warehouse (target {target.name})",
+        autocommit=True,
+        application_name="tidewater transform (raw lock)",
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select pg_advisory_lock(hashtext(%s))", (RAW_LOCK_KEY,))
+        yield
+    finally:
+        conn.close()  # closing the session releases the lock

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from tidewater.cli import say
 from tidewater.exceptions import TidewaterError
+from tidewater.lock import raw_settled
 from tidewater.paths import DBT_PROJECT_DIR
 from tidewater.profile import Target
+from tidewater.publish import publish, read_build_outcome
 from tidewater.runs import record_dbt_results, record_job
 from tidewater.setup import warehouse_connector
 
@@ -76,7 +79,8 @@ def run_dbt(
     results_path = DBT_PROJECT_DIR / "target" / "run_results.json"
     results_path.unlink(missing_ok=True)  # never read a previous run's results
     with record_job(connect, f"dbt {command}") as run:
-        code = subprocess.call(argv, env=dbt_env())
+        with raw_settled(target):
+            code = subprocess.call(argv, env=dbt_env())
         failed: list[str] = []
         if results_path.exists():
             results = json.loads(results_path.read_text())
@@ -101,6 +105,26 @@ def run_dbt(
             }
         if code:
             raise TransformFailed(command, code, failed)
+    if command == "build":
+        publish_marts(target)
+    elif command == "run":
+        say(
+            "dbt run built the marts into their shadow schema without running tests; only "
+            "`invoke transform` (dbt build) publishes the marts"
+        )
+
+
+def publish_marts(target: Target) -> list[str]:
+    """Publish what the last green ``dbt build`` built in the shadow schema (recorded)."""
+    outcome = read_build_outcome(DBT_PROJECT_DIR / "target")
+    if not outcome.publishable:
+        return []
+    with record_job(warehouse_connector(target), "publish") as run:
+        published = publish(warehouse_connector(target), outcome, dialect=target.type)
+        run.rows = len(published)
+        run.details = {"from": outcome.build, "into": outcome.live, "tables": published}
+    say(f"published {len(published)} tested marts from {outcome.build} into {outcome.live}")
+    return published
 
 
 FAILED_IN_LAST_LOAD = """

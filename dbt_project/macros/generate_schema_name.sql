@@ -3,8 +3,12 @@
 
     Production-like targets (any target whose name does not start with `dev`)
     build into exactly the custom schema of the folder: `staging`,
-    `intermediate`, `marts`, `snapshots`. These are the schemas the roles tool
-    grants on and BI tools read.
+    `intermediate`, `snapshots` - except the marts. Marts are built and tested
+    in the shadow schema `var('marts_build_schema')` (`marts_build`), and
+    `invoke transform` publishes them into `marts` only after `dbt build`
+    passed (tidewater/publish.py), so dashboards never read a mart whose tests
+    failed. `invoke docs` sets the variable to `marts`, so the docs name the
+    relations BI tools read.
 
     Personal targets (`dev`, `dev_alice`, ...) build every layer into the
     target schema itself, e.g. the analyst's sandbox `sandbox_analyst_alice`
@@ -18,6 +22,8 @@
         {{ target.schema }}
     {%- elif target.name.startswith('dev') -%}
         {{ target.schema }}
+    {%- elif custom_schema_name | trim == 'marts' -%}
+        {{ var('marts_build_schema') }}
     {%- else -%}
         {{ custom_schema_name | trim }}
     {%- endif -%}

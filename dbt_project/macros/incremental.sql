@@ -8,7 +8,7 @@
     rows it was computed from (`_loaded_at` column), and on each run:
 
     1. finds the keys to rebuild: keys with any contributing raw row loaded
-       after `max(_loaded_at)` of the mart minus `var('lookback_hours')`
+       after `max(_loaded_at)` of the mart minus `var('lookback_minutes')`
        (`loaded_since_last_run()`);
     2. recomputes those keys from the current state of staging; a key that no
        longer exists live (deleted at the source) is written as a tombstone
@@ -20,8 +20,14 @@
     A full build runs the same SQL with step 1 selecting every key, so an
     incremental build equals a full refresh. This rests on the loaders moving
     `_loaded_at` on every write (insert, change, deletion, resurrection) and
-    on the lookback exceeding the longest load transaction (a row's
-    `_loaded_at` is the start of the transaction that wrote it).
+    on no load committing a row below the mark after a run read raw (a row's
+    `_loaded_at` is the start of the transaction that wrote it). On PostgreSQL
+    the transform guarantees that: it waits for loads in flight and holds new
+    ones off (tidewater.lock.raw_settled). Elsewhere the lookback window must
+    exceed the longest load transaction.
+
+    Under the publish gate each mart exists twice, published in `marts` and one
+    run behind in `marts_build`; the shadow copy catches up by this same rule.
 
     Known gap: a row that moves to another parent (an order line to another
     order, an order to another customer or day) is rebuilt under its new
@@ -42,10 +48,15 @@
 -#}
 {% macro loaded_since_last_run(column='_loaded_at') -%}
     {%- if is_incremental() -%}
+        {%- set minutes = lookback_minutes() -%}
         {{ column }} > (
             select
                 coalesce(
-                    {{ dbt.dateadd('hour', -1 * var('lookback_hours'), 'max(_loaded_at)') }},
+                    {% if minutes -%}
+                        {{ dbt.dateadd('minute', -1 * minutes, 'max(_loaded_at)') }},
+                    {%- else -%}
+                        max(_loaded_at),
+                    {%- endif %}
                     cast('1900-01-01 00:00:00+00' as timestamptz)
                 )
             from {{ this }}
@@ -53,6 +64,14 @@
     {%- else -%}
         1 = 1
     {%- endif -%}
+{%- endmacro %}
+
+{#- The lookback window in minutes (see `lookback_minutes` in dbt_project.yml). -#}
+{% macro lookback_minutes() -%}
+    {%- if target.type == 'redshift' -%}
+        {{ return(var('lookback_minutes') or var('redshift_lookback_minutes')) }}
+    {%- endif -%}
+    {{ return(var('lookback_minutes')) }}
 {%- endmacro %}
 
 {#- Post-hook of incremental marts: drop the rows written as tombstones. -#}

@@ -35,7 +35,15 @@ def test_apply_then_a_second_plan_is_empty(admin: Connection, spec: Spec) -> Non
 def test_apply_creates_schemas_roles_and_users(admin: Connection, applied: Spec) -> None:
     snapshot = inspect(admin)
     etl, runner = name(applied, "etl"), name(applied, "tidewater_etl_runner")
-    for schema in ("raw_app", "staging", "intermediate", "marts", "snapshots", "ops"):
+    for schema in (
+        "raw_app",
+        "staging",
+        "intermediate",
+        "marts",
+        "marts_build",
+        "snapshots",
+        "ops",
+    ):
         assert snapshot.schemas[schema] == etl
     assert snapshot.schemas[f"sandbox_{name(applied, 'analyst_alice')}"] == name(
         applied, "analyst_alice"

@@ -51,7 +51,15 @@ def test_generate_writes_a_spec_that_loads(
     assert "Problems to fix first" not in text, text
     spec = parse_spec(yaml.safe_load(text))
     analyst = spec.role(f"{role_prefix}analyst")
-    assert set(analyst.read) == {"raw_app", "staging", "intermediate", "marts", "snapshots", "ops"}
+    assert set(analyst.read) == {
+        "raw_app",
+        "staging",
+        "intermediate",
+        "marts",
+        "marts_build",
+        "snapshots",
+        "ops",
+    }
     assert analyst.sandbox and set(analyst.database) == {"connect", "temp"}
     assert spec.role(f"{role_prefix}dashboard").read == ("marts",)
     assert spec.pipeline_role == f"{role_prefix}etl"
