@@ -1,16 +1,17 @@
 """``python -m bench.dbt`` (``invoke bench --what dbt``): the transform's speed.
 
 On the demo app at the given scale (200 ≈ 5 million events), in one run: the full
-``dbt build`` time, then the incremental build time after 0.1% and 1% of source
-rows change (and are loaded), with the ratio to the full build (target: an
-incremental build after 1% change takes at most 10% of the full build).
+transform's time (``dbt build`` and the publish, as ``invoke transform`` runs
+them), the next run's (it fills the publish gate's second copy of each mart),
+then the incremental transform's time after 0.1% and 1% of source rows change
+(and are loaded), with the ratio to the full build (target: an incremental
+build after 1% change takes at most 10% of the full build).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +21,6 @@ import psycopg2
 
 from bench import execute
 from tidewater import embedded
-from tidewater.paths import DBT_PROJECT_DIR
 
 PROFILE = """
 tidewater:
@@ -52,23 +52,13 @@ def load(source: str, warehouse: str) -> None:
 
 
 def build(profiles_dir: str, *extra: str) -> float:
-    dbt = Path(sys.executable).parent / "dbt"
-    env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    """One transform as `invoke transform` runs it: dbt build, then the publish."""
+    from tidewater.profile import load_target
+    from tidewater.transform import run_dbt
+
+    target = load_target("bench", profiles_dir=profiles_dir)
     started = time.perf_counter()
-    subprocess.run(
-        [
-            str(dbt),
-            "build",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            profiles_dir,
-            "--quiet",
-            *extra,
-        ],
-        check=True,
-        env=env,
-    )
+    run_dbt("build", target, "--quiet", *extra)
     return time.perf_counter() - started
 
 
@@ -119,7 +109,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as profiles_dir:
         (Path(profiles_dir) / "profiles.yml").write_text(PROFILE.format(port=server.port))
         full = build(profiles_dir, "--full-refresh")
-        print(f"\nfull dbt build                      {full:8.1f} s")
+        print(f"\nfull dbt build + publish             {full:8.1f} s")
+        # The publish gate keeps a second copy of each mart in marts_build; the
+        # run after the first builds it in full, once.
+        second = build(profiles_dir)
+        print(f"next build (fills the second copy)   {second:8.1f} s   (once per install)")
         for fraction in (0.001, 0.01):
             changed = change(source, fraction)
             load(source, warehouse)
