@@ -5,9 +5,15 @@ deletes, a late commit — the incrementally built marts equal a from-scratch
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
 
 import demo_app
-from tests.conftest import Project, query
+from tests.conftest import ROOT, Project, query
 
 # The run-record marts describe the runs themselves, so two builds differ by design.
 COMPARED_MARTS = (
@@ -56,3 +62,57 @@ def test_incremental_marts_equal_a_full_refresh_after_every_kind_of_change(
     assert differences == dict.fromkeys(COMPARED_MARTS, 0)
     # and the comparison is not empty: the marts hold the demo app's data
     assert query(project.warehouse, "select count(*) from marts.fct_orders")[0][0] > 0
+
+
+def test_a_transform_waits_for_a_load_in_flight_so_no_late_row_is_missed(
+    project: Project,
+) -> None:
+    """The incremental marts start after the newest `_loaded_at` they hold (no time
+    window). That is safe only if no load can commit a row below that mark after
+    the transform read raw: a transform waits for loads in flight."""
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    project.invoke("load", "transform")
+    event_id = query(project.warehouse, "select max(event_id) from raw_app.events")[0][0]
+
+    # A load transaction starts (its rows get `_loaded_at` = its start) ...
+    late = psycopg2.connect(project.warehouse)
+    try:
+        with late.cursor() as cur:
+            cur.execute("select pg_advisory_xact_lock_shared(hashtext('tidewater.raw'))")
+            # ... other loads finish meanwhile, with later `_loaded_at` ...
+            demo_app.simulate(project.source, steps=10, seed=3)
+            project.invoke("load")
+            # ... and a transform starts before the first load commits.
+            transform = subprocess.Popen(
+                [str(Path(sys.executable).parent / "invoke"), "transform"],
+                cwd=ROOT,
+                env=project.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            waiting = 0
+            for _ in range(600):
+                waiting = query(
+                    project.warehouse,
+                    "select count(*) from pg_locks where locktype = 'advisory' and not granted "
+                    "and database = (select oid from pg_database where datname = current_database())",
+                )[0][0]
+                if waiting or transform.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert waiting == 1, "the transform did not wait for the load in flight"
+            cur.execute(
+                "update raw_app.events set page_path = '/committed-late', _loaded_at = now() "
+                "where event_id = %s",
+                (event_id,),
+            )
+        late.commit()
+    finally:
+        late.close()
+    output, _ = transform.communicate(timeout=600)
+    assert transform.returncode == 0, output
+    assert query(
+        project.warehouse, f"select page_path from marts.fct_events where event_id = {event_id}"
+    ) == [("/committed-late",)]
