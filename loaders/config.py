@@ -78,10 +78,14 @@ def parse_lag(value: Any, where: str) -> timedelta:
     return timedelta(**{unit + "s": amount})
 
 
+def _tidewater_meta(entry: dict[str, Any]) -> Any:
+    """``config.meta.tidewater`` (dbt 1.10+), or the older top-level ``meta.tidewater``."""
+    in_config = ((entry.get("config") or {}).get("meta") or {}).get("tidewater")
+    return in_config if in_config is not None else (entry.get("meta") or {}).get("tidewater")
+
+
 def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
-    meta = ((entry.get("meta") or {}).get("tidewater")) or (
-        (entry.get("config") or {}).get("meta", {}).get("tidewater")
-    )
+    meta = _tidewater_meta(entry)
     if meta is None:
         return None
     if not isinstance(meta, dict):
@@ -124,7 +128,7 @@ def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
 def _source_config(source: dict[str, Any], path: Path) -> SourceConfig | None:
     name = str(source.get("name", ""))
     where = f"{path.name}: source {name}"
-    meta = (source.get("meta") or {}).get("tidewater") or {}
+    meta = _tidewater_meta(source) or {}
     if source.get("loader") != "tidewater" and not meta:
         return None
     unknown = sorted(set(meta) - SOURCE_KEYS)
