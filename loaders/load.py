@@ -4,6 +4,7 @@ caller's transaction; nothing commits."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -113,13 +114,31 @@ def prepare_raw_table(
     return RawTable(schema, name, tuple(columns), tuple(primary_key), dropped), False
 
 
+def index_name(table: str, suffix: str) -> str:
+    """``<table>__<suffix>``, shortened with a hash to PostgreSQL's 63 bytes, so the
+    names of two indexes on a long-named table never truncate to the same one."""
+    name = f"{table}__{suffix}"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.md5(table.encode()).hexdigest()[:8]
+    keep = 63 - len(suffix) - len(digest) - 3
+    return f"{table.encode()[:keep].decode(errors='ignore')}_{digest}__{suffix}"
+
+
 def ensure_indexes(cur: Cursor, table: RawTable) -> None:
-    """The key index merges need. Built after a table's first COPY, which is cheaper
-    than maintaining it row by row; a no-op afterwards."""
+    """The key index merges need, and one on ``_loaded_at``: incremental dbt models
+    and freshness checks read the rows loaded after a mark, a few among millions.
+    Built after a table's first COPY, which is cheaper than maintaining them row
+    by row; a no-op afterwards."""
+    cur.execute(
+        sql.SQL("create index if not exists {} on {} (_loaded_at)").format(
+            sql.Identifier(index_name(table.name, "tidewater_loaded_at")), table.identifier
+        )
+    )
     if table.primary_key:
         cur.execute(
             sql.SQL("create unique index if not exists {} on {} ({})").format(
-                sql.Identifier(f"{table.name}__tidewater_pk"),
+                sql.Identifier(index_name(table.name, "tidewater_pk")),
                 table.identifier,
                 sql.SQL(", ").join(map(sql.Identifier, table.primary_key)),
             )

@@ -11,6 +11,7 @@ import pytest
 from loaders import deletes
 from loaders.config import SourceConfig
 from loaders.exceptions import LoadRunFailed
+from loaders.load import index_name
 from loaders.pipeline import raise_on_failure
 from tests.loaders.conftest import execute, only, table_rows
 
@@ -48,6 +49,25 @@ def test_first_load_copies_every_row_and_a_second_run_writes_nothing(
         table_rows(warehouse_dsn, "raw_app.customers", "customer_id, _loaded_at, _batch_id")
         == loaded_before
     )
+    # raw tables are indexed for merges (key) and for incremental readers (_loaded_at)
+    indexes = execute(
+        warehouse_dsn,
+        "select indexname, indexdef from pg_indexes "
+        "where schemaname = 'raw_app' and tablename = 'customers' order by indexname",
+    )
+    assert [name for name, _ in indexes] == [
+        "customers__tidewater_loaded_at",
+        "customers__tidewater_pk",
+    ]
+    assert indexes[0][1].endswith("(_loaded_at)")
+    assert "UNIQUE" in indexes[1][1] and indexes[1][1].endswith("(customer_id)")
+
+
+def test_index_names_of_long_tables_stay_distinct_within_63_bytes() -> None:
+    table = "t" * 63
+    names = {index_name(table, "tidewater_pk"), index_name(table, "tidewater_loaded_at")}
+    assert len(names) == 2 and all(len(name) <= 63 for name in names)
+    assert index_name("orders", "tidewater_pk") == "orders__tidewater_pk"
 
 
 def test_updates_merge_by_primary_key_without_duplicates(
