@@ -86,26 +86,35 @@ def change(source: str, fraction: float) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dbt", description=__doc__)
     parser.add_argument("--scale", type=float, default=200.0)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the databases a run with BENCH_KEEP=1 left (skips creating and loading)",
+    )
     args = parser.parse_args()
     server = embedded.start()
     admin = server.admin_dsn("postgres")
     base = admin.rsplit("/", 1)[0]
     source, warehouse = f"{base}/benchdbt_app", f"{base}/benchdbt_wh"
-    for name in ("benchdbt_app", "benchdbt_wh"):
-        execute(admin, f"drop database if exists {name} with (force)")
-        execute(admin, f"create database {name}")
+    existing = {row[0] for row in execute(admin, "select datname from pg_database")}
+    if args.reuse and {"benchdbt_app", "benchdbt_wh"} <= existing:
+        print("reusing the demo app and warehouse of a previous run (BENCH_KEEP=1)")
+    else:
+        for name in ("benchdbt_app", "benchdbt_wh"):
+            execute(admin, f"drop database if exists {name} with (force)")
+            execute(admin, f"create database {name}")
 
-    import demo_app
+        import demo_app
 
-    counts = demo_app.create_app(source, scale=args.scale)
-    print(f"demo app at scale {args.scale:g}: {counts}")
-    load(source, warehouse)
-    from tidewater.runs import ensure_ops_tables
+        counts = demo_app.create_app(source, scale=args.scale)
+        print(f"demo app at scale {args.scale:g}: {counts}")
+        load(source, warehouse)
+        from tidewater.runs import ensure_ops_tables
 
-    conn = psycopg2.connect(warehouse)
-    conn.autocommit = True
-    ensure_ops_tables(conn)  # the pipeline-health models read them
-    conn.close()
+        conn = psycopg2.connect(warehouse)
+        conn.autocommit = True
+        ensure_ops_tables(conn)  # the pipeline-health models read them
+        conn.close()
     with tempfile.TemporaryDirectory() as profiles_dir:
         (Path(profiles_dir) / "profiles.yml").write_text(PROFILE.format(port=server.port))
         full = build(profiles_dir, "--full-refresh")

@@ -85,6 +85,15 @@ OPS_TABLES = (
         primary key (run_id, unique_id)
     )
     """,
+    """
+    create table if not exists ops.audit_marks (
+        relation_name text primary key,
+        audited_through timestamptz not null,
+        code_fingerprint text not null,
+        run_id text not null,
+        recorded_at timestamptz not null
+    )
+    """,
     "create index if not exists job_runs_job_started on ops.job_runs (job, started_at)",
 )
 

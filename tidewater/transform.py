@@ -8,7 +8,16 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 
+from tidewater.audit import (
+    forget_stale_marks,
+    load_artifacts,
+    project_fingerprint,
+    read_marks,
+    tested_relations,
+    write_marks,
+)
 from tidewater.cli import say
 from tidewater.exceptions import TidewaterError
 from tidewater.lock import raw_settled
@@ -16,7 +25,7 @@ from tidewater.paths import DBT_PROJECT_DIR
 from tidewater.profile import Target
 from tidewater.publish import publish, read_build_outcome
 from tidewater.runs import record_dbt_results, record_job
-from tidewater.setup import warehouse_connector
+from tidewater.setup import ConnectFn, warehouse_connector
 
 
 class TransformFailed(TidewaterError):
@@ -78,9 +87,24 @@ def run_dbt(
     connect = warehouse_connector(target)
     results_path = DBT_PROJECT_DIR / "target" / "run_results.json"
     results_path.unlink(missing_ok=True)  # never read a previous run's results
+    # Audit marks (tidewater/audit.py): PostgreSQL builds only, where the raw
+    # lock makes them exact.
+    audited = command == "build" and target.type == "postgres"
+    fingerprint = project_fingerprint() if audited else ""
+    marks: dict[str, datetime] = {}
     with record_job(connect, f"dbt {command}") as run:
+        marks_in_use = 0
+        if audited:
+            marks_in_use = _forget_stale_marks(connect, fingerprint, "--full-refresh" in args)
         with raw_settled(target):
             code = subprocess.call(argv, env=dbt_env())
+            if audited and code == 0 and results_path.exists():
+                manifest, results_list = load_artifacts(DBT_PROJECT_DIR / "target")
+                conn = connect()
+                try:
+                    marks = read_marks(conn, tested_relations(manifest, results_list))
+                finally:
+                    conn.close()
         failed: list[str] = []
         if results_path.exists():
             results = json.loads(results_path.read_text())
@@ -97,6 +121,7 @@ def run_dbt(
             ]
             run.details = {
                 **(details or {}),
+                "audited_since_marks": marks_in_use,
                 "nodes": len(results.get("results", [])),
                 "failed": failed,
                 "skipped": sum(
@@ -107,11 +132,36 @@ def run_dbt(
             raise TransformFailed(command, code, failed)
     if command == "build":
         publish_marts(target)
+        if marks:
+            conn = connect()
+            try:
+                with conn:
+                    write_marks(conn, marks, fingerprint, run.run_id)
+            finally:
+                conn.close()
     elif command == "run":
         say(
             "dbt run built the marts into their shadow schema without running tests; only "
             "`invoke transform` (dbt build) publishes the marts"
         )
+
+
+def _forget_stale_marks(connect: ConnectFn, fingerprint: str, full_refresh: bool) -> int:
+    """Drop marks that no longer hold; returns how many remain in use."""
+    conn = connect()
+    try:
+        with conn, conn.cursor() as cur:
+            forgotten = forget_stale_marks(conn, fingerprint, everything=full_refresh)
+            cur.execute("select count(*) from ops.audit_marks")
+            remaining = int(cur.fetchone()[0])
+    finally:
+        conn.close()
+    if forgotten:
+        say(
+            f"testing every row this run: {forgotten} audit marks were recorded with "
+            "other dbt code" + (" (or --full-refresh)" if full_refresh else "")
+        )
+    return remaining
 
 
 def publish_marts(target: Target) -> list[str]:

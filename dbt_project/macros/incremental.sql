@@ -78,3 +78,21 @@
 {% macro delete_tombstones() -%}
     delete from {{ this }} where _is_deleted
 {%- endmacro %}
+
+{#-
+    Between `as` and `(` of the import CTEs of incremental marts. PostgreSQL
+    materialises a CTE that is referenced more than once: every row of the
+    staging view, with no index, before the filter on `_loaded_at` or the join
+    on the changed keys applies. `not materialized` inlines it, so those
+    filters reach the raw tables' indexes. Redshift plans CTEs itself.
+-#}
+{% macro not_materialized() -%}
+    {{ return(adapter.dispatch('not_materialized', 'tidewater')()) }}
+{%- endmacro %}
+
+{% macro default__not_materialized() -%}
+{%- endmacro %}
+
+{% macro postgres__not_materialized() -%}
+    not materialized
+{%- endmacro %}

@@ -18,7 +18,7 @@
 
 with
 
-orders as (
+orders as {{ not_materialized() }} (
     select * from {{ ref('int_orders_classified') }}
 ),
 

@@ -18,15 +18,15 @@
 
 with
 
-customers as (
+customers as {{ not_materialized() }} (
     select * from {{ ref('stg_app__customers') }}
 ),
 
-countries as (
+countries as {{ not_materialized() }} (
     select * from {{ ref('stg_app__countries') }}
 ),
 
-orders as (
+orders as {{ not_materialized() }} (
     select * from {{ ref('int_orders_classified') }}
 ),
 

@@ -14,7 +14,7 @@
 
 with
 
-events as (
+events as {{ not_materialized() }} (
     select * from {{ ref('stg_app__events') }}
 ),
 

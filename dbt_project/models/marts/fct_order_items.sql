@@ -14,11 +14,11 @@
 
 with
 
-order_items as (
+order_items as {{ not_materialized() }} (
     select * from {{ ref('stg_app__order_items') }}
 ),
 
-orders as (
+orders as {{ not_materialized() }} (
     select * from {{ ref('int_orders_classified') }}
 ),
 

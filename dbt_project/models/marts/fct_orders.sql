@@ -14,15 +14,15 @@
 
 with
 
-orders as (
+orders as {{ not_materialized() }} (
     select * from {{ ref('int_orders_classified') }}
 ),
 
-order_items as (
+order_items as {{ not_materialized() }} (
     select * from {{ ref('stg_app__order_items') }}
 ),
 
-payments as (
+payments as {{ not_materialized() }} (
     select * from {{ ref('stg_app__payments') }}
 ),
 

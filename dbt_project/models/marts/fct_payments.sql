@@ -14,11 +14,11 @@
 
 with
 
-payments as (
+payments as {{ not_materialized() }} (
     select * from {{ ref('stg_app__payments') }}
 ),
 
-orders as (
+orders as {{ not_materialized() }} (
     select * from {{ ref('int_orders_classified') }}
 ),
 

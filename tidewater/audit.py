@@ -1,0 +1,125 @@
+"""Audit marks: how far the last green, published build tested each relation.
+
+`dbt_project/macros/audit_increment.sql` restricts the row-level generic tests
+(`unique`, `not_null`, `accepted_values`) to rows loaded after the relation's
+mark, so an incremental transform tests what changed instead of every row of
+every table. This module keeps the marks in ``ops.audit_marks``:
+
+- before a build, it drops every mark when the dbt project's files (or dbt's
+  version) differ from those the marks were recorded with, or on
+  ``--full-refresh``: changed code re-tests everything;
+- after a green build, still holding the raw lock (nothing new is visible), it
+  reads the newest ``_loaded_at`` of each relation whose row-level tests ran,
+  and writes those marks once the build is published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+import psycopg2.extensions
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from tidewater.paths import DBT_PROJECT_DIR
+
+ROW_LEVEL_TESTS = {"unique", "not_null", "accepted_values"}
+PROJECT_PARTS = ("dbt_project.yml", "packages.yml", "models", "macros", "snapshots", "tests")
+
+Relation = tuple[str, str]  # (schema, identifier)
+
+
+def project_fingerprint(project_dir: Path = DBT_PROJECT_DIR) -> str:
+    """A digest of every file of the dbt project that can change what it builds."""
+    digest = hashlib.sha256(metadata.version("dbt-core").encode())
+    for part in PROJECT_PARTS:
+        root = project_dir / part
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            digest.update(str(path.relative_to(project_dir)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:20]
+
+
+def forget_stale_marks(
+    conn: psycopg2.extensions.connection, fingerprint: str, *, everything: bool = False
+) -> int:
+    """Drop the marks recorded with other code (or all of them); returns how many."""
+    with conn.cursor() as cur:
+        if everything:
+            cur.execute("delete from ops.audit_marks")
+        else:
+            cur.execute("delete from ops.audit_marks where code_fingerprint <> %s", (fingerprint,))
+        return cur.rowcount
+
+
+def tested_relations(manifest: dict, results: Iterable[dict]) -> list[Relation]:
+    """Relations whose row-level generic tests ran in this build."""
+    relations: set[Relation] = set()
+    for result in results:
+        node = manifest["nodes"].get(result["unique_id"], {})
+        if (node.get("test_metadata") or {}).get("name") not in ROW_LEVEL_TESTS:
+            continue
+        parent_id = node.get("attached_node") or next(iter(node["depends_on"]["nodes"]), "")
+        parent = manifest["nodes"].get(parent_id) or manifest["sources"].get(parent_id)
+        if parent is None:
+            continue
+        identifier = parent.get("alias") or parent.get("identifier") or parent["name"]
+        relations.add((parent["schema"], identifier))
+    return sorted(relations)
+
+
+def read_marks(
+    conn: psycopg2.extensions.connection, relations: Iterable[Relation]
+) -> dict[str, datetime]:
+    """The newest `_loaded_at` of each relation that has the column and any rows."""
+    wanted = list(relations)
+    with conn.cursor() as cur:
+        cur.execute(
+            "select table_schema, table_name from information_schema.columns "
+            "where column_name = '_loaded_at' and (table_schema, table_name) in %s",
+            (tuple(wanted) or (("", ""),),),
+        )
+        with_column = sorted(cur.fetchall())
+        marks: dict[str, datetime] = {}
+        for schema, table in with_column:
+            cur.execute(
+                sql.SQL("select max(_loaded_at) from {}").format(sql.Identifier(schema, table))
+            )
+            newest = cur.fetchone()[0]
+            if newest is not None:
+                marks[f"{schema}.{table}"] = newest
+    return marks
+
+
+def write_marks(
+    conn: psycopg2.extensions.connection,
+    marks: dict[str, datetime],
+    fingerprint: str,
+    run_id: str,
+) -> None:
+    if not marks:
+        return
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            "insert into ops.audit_marks "
+            "(relation_name, audited_through, code_fingerprint, run_id, recorded_at) "
+            "values %s on conflict (relation_name) do update set "
+            "audited_through = excluded.audited_through, "
+            "code_fingerprint = excluded.code_fingerprint, "
+            "run_id = excluded.run_id, recorded_at = excluded.recorded_at",
+            [(name, mark, fingerprint, run_id) for name, mark in sorted(marks.items())],
+            template="(%s, %s, %s, %s, now())",
+        )
+
+
+def load_artifacts(target_dir: Path) -> tuple[dict, list[dict]]:
+    manifest = json.loads((target_dir / "manifest.json").read_text())
+    results = json.loads((target_dir / "run_results.json").read_text()).get("results", [])
+    return manifest, results
