@@ -333,8 +333,8 @@ def _relations(cur: psycopg2.extensions.cursor, schema: str, names: Sequence[str
     cur.execute(
         "select c.relname from pg_class as c "
         "inner join pg_namespace as n on c.relnamespace = n.oid "
-        "where n.nspname = %s and c.relname = any(%s)",
-        (schema, list(names)),
+        "where n.nspname = %s and c.relname in %s",  # no arrays: Redshift has none
+        (schema, tuple(names) or ("",)),
     )
     return {name for (name,) in cur.fetchall()}
 
