@@ -127,6 +127,32 @@ def query(dsn: str, statement: str) -> list[tuple]:
         conn.close()
 
 
+def execute(dsn: str, *statements: str) -> None:
+    """Run statements in one transaction."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+# The demo app's marts (the run-record marts describe the runs themselves).
+APP_MARTS = (
+    "agg_daily_sales",
+    "dim_countries",
+    "dim_customers",
+    "dim_products",
+    "fct_events",
+    "fct_order_items",
+    "fct_orders",
+    "fct_payments",
+)
+# The schemas roles/roles.yml manages for the demo app.
+MANAGED_SCHEMAS = ("raw_app", "staging", "intermediate", "marts", "marts_build", "snapshots", "ops")
+
+
 class Project:
     """The kit pointed at a fresh warehouse and a demo app, as a user would configure it."""
 

@@ -8,9 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-import psycopg2
-
-from tests.conftest import Project, query
+from tests.conftest import Project, execute, query
 from tidewater.audit import project_fingerprint
 from tidewater.paths import DBT_PROJECT_DIR
 
@@ -19,15 +17,6 @@ COMPILED_TESTS = DBT_PROJECT_DIR / "target" / "compiled" / "tidewater"
 
 def compiled_test(name: str) -> str:
     return next(COMPILED_TESTS.rglob(f"{name}*.sql")).read_text()
-
-
-def execute(dsn: str, statement: str) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
 
 
 def test_row_level_tests_audit_the_increment_and_still_catch_new_bad_rows(

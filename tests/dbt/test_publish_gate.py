@@ -11,18 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 
 import demo_app
-from tests.conftest import Project, query
+from tests.conftest import APP_MARTS, Project, execute, query
 
-MARTS = (
-    "agg_daily_sales",
-    "dim_countries",
-    "dim_customers",
-    "dim_products",
-    "fct_events",
-    "fct_order_items",
-    "fct_orders",
-    "fct_payments",
-)
 DASHBOARD_QUERY = """
 select
     (select count(*) from marts.fct_events) as events,
@@ -41,7 +31,7 @@ def fingerprints(dsn: str, schema: str) -> dict[str, str]:
             f"select md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
             f"from {schema}.{table} as t",
         )[0][0]
-        for table in MARTS
+        for table in APP_MARTS
     }
 
 
@@ -54,16 +44,6 @@ def dashboard_view(project: Project, role_prefix: str) -> list[tuple]:
         with conn.cursor() as cur:
             cur.execute(DASHBOARD_QUERY)
             return cur.fetchall()
-    finally:
-        conn.close()
-
-
-def execute(dsn: str, *statements: str) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
     finally:
         conn.close()
 

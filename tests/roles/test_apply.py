@@ -10,6 +10,7 @@ from psycopg2 import sql
 from roles import ApplyError, Plan, Spec, Statement, apply_plan, load_spec, plan_changes
 from roles.inspect import inspect
 from roles.passwords import DesiredPassword, Secret, password_matches, resolve_passwords
+from tests.conftest import MANAGED_SCHEMAS
 from tidewater.paths import ROLES_SPEC
 
 from .conftest import acting_as, execute, name
@@ -35,15 +36,7 @@ def test_apply_then_a_second_plan_is_empty(admin: Connection, spec: Spec) -> Non
 def test_apply_creates_schemas_roles_and_users(admin: Connection, applied: Spec) -> None:
     snapshot = inspect(admin)
     etl, runner = name(applied, "etl"), name(applied, "tidewater_etl_runner")
-    for schema in (
-        "raw_app",
-        "staging",
-        "intermediate",
-        "marts",
-        "marts_build",
-        "snapshots",
-        "ops",
-    ):
+    for schema in MANAGED_SCHEMAS:
         assert snapshot.schemas[schema] == etl
     assert snapshot.schemas[f"sandbox_{name(applied, 'analyst_alice')}"] == name(
         applied, "analyst_alice"

@@ -11,6 +11,7 @@ import yaml
 
 from roles.__main__ import main
 from roles.spec import parse_spec
+from tests.conftest import MANAGED_SCHEMAS
 
 from .conftest import execute
 
@@ -51,15 +52,7 @@ def test_generate_writes_a_spec_that_loads(
     assert "Problems to fix first" not in text, text
     spec = parse_spec(yaml.safe_load(text))
     analyst = spec.role(f"{role_prefix}analyst")
-    assert set(analyst.read) == {
-        "raw_app",
-        "staging",
-        "intermediate",
-        "marts",
-        "marts_build",
-        "snapshots",
-        "ops",
-    }
+    assert set(analyst.read) == set(MANAGED_SCHEMAS)
     assert analyst.sandbox and set(analyst.database) == {"connect", "temp"}
     assert spec.role(f"{role_prefix}dashboard").read == ("marts",)
     assert spec.pipeline_role == f"{role_prefix}etl"
