@@ -142,7 +142,7 @@ def transform(
     keep_going: bool = False,
     wait: float = 0.0,
 ) -> None:
-    """Build and test the dbt project (dbt build); a failing test stops what depends on it."""
+    """dbt build into marts_build, then publish into marts; a failing test publishes nothing."""
     _pipeline_lock(c, target, profiles_dir, "transform", wait)
     options = " --full-refresh" if full_refresh else ""
     if select:
