@@ -41,29 +41,34 @@
 
 {#-
     A condition on `column` (a `_loaded_at`) selecting the rows to reprocess:
-    all of them in a full build or when the mart is empty. A plain comparison
-    with a scalar subquery, so an index on raw `_loaded_at` can serve it. The
-    fallback is typed `timestamptz`, the type the loaders give `_loaded_at` on
-    PostgreSQL and Redshift alike.
+    all of them in a full build or when the mart is empty. The mark is read
+    when the model compiles and written into the SQL as a literal: the planner
+    then sees from its statistics that few rows qualify and uses the index on
+    raw `_loaded_at` and the key indexes (with a scalar subquery it assumes a
+    third of the table). Nothing else writes the mart between compiling and
+    running it.
 -#}
 {% macro loaded_since_last_run(column='_loaded_at') -%}
     {%- if is_incremental() -%}
-        {%- set minutes = lookback_minutes() -%}
-        {{ column }} > (
-            select
-                coalesce(
-                    {% if minutes -%}
-                        {{ dbt.dateadd('minute', -1 * minutes, 'max(_loaded_at)') }},
-                    {%- else -%}
-                        max(_loaded_at),
-                    {%- endif %}
-                    cast('1900-01-01 00:00:00+00' as timestamptz)
-                )
-            from {{ this }}
-        )
+        {{ column }} > {{ incremental_mark() }}
     {%- else -%}
         1 = 1
     {%- endif -%}
+{%- endmacro %}
+
+{#- The newest `_loaded_at` this mart holds, minus the lookback, as a literal. -#}
+{% macro incremental_mark() -%}
+    {%- set newest = none -%}
+    {%- if execute -%}
+        {%- set newest = run_query('select max(_loaded_at) from ' ~ this).columns[0].values()[0] -%}
+    {%- endif -%}
+    {%- set mark -%}
+        cast('{{ newest if newest is not none else "1900-01-01 00:00:00+00" }}' as timestamptz)
+    {%- endset -%}
+    {%- if lookback_minutes() -%}
+        {%- set mark = dbt.dateadd('minute', -1 * lookback_minutes(), mark) -%}
+    {%- endif -%}
+    {{ return(mark) }}
 {%- endmacro %}
 
 {#- The lookback window in minutes (see `lookback_minutes` in dbt_project.yml). -#}
