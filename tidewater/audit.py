@@ -119,7 +119,8 @@ def write_marks(
         )
 
 
-def load_artifacts(target_dir: Path) -> tuple[dict, list[dict]]:
-    manifest = json.loads((target_dir / "manifest.json").read_text())
-    results = json.loads((target_dir / "run_results.json").read_text()).get("results", [])
+def load_artifacts(target_dir: Path) -> tuple[dict | None, dict | None]:
+    """dbt's manifest and run results after a run, each None if dbt wrote none."""
+    paths = (target_dir / "manifest.json", target_dir / "run_results.json")
+    manifest, results = (json.loads(p.read_text()) if p.exists() else None for p in paths)
     return manifest, results

@@ -22,11 +22,10 @@ complete build.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import psycopg2.extensions
 from psycopg2 import sql
@@ -297,14 +296,14 @@ class BuildOutcome:
         return set(self.built) == set(self.expected)
 
 
-def read_build_outcome(target_dir: Path, live: str = "marts") -> BuildOutcome:
-    """The marts dbt built into a shadow schema in its last run, and any failure."""
-    manifest_path = target_dir / "manifest.json"
-    results_path = target_dir / "run_results.json"
-    if not manifest_path.exists() or not results_path.exists():
+def read_build_outcome(
+    manifest: dict[str, Any] | None, run_results: dict[str, Any] | None, live: str = "marts"
+) -> BuildOutcome:
+    """The marts a dbt run built into a shadow schema, and any failure (from its artifacts)."""
+    if not manifest or not run_results:
         return BuildOutcome()
-    nodes = json.loads(manifest_path.read_text())["nodes"]
-    results = json.loads(results_path.read_text()).get("results", [])
+    nodes = manifest["nodes"]
+    results = run_results.get("results", [])
     outcome = BuildOutcome()
     shadowed = {
         node_id: node

@@ -3,7 +3,6 @@ with the outcome of every model, test and snapshot recorded in ``ops``."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from tidewater.exceptions import TidewaterError
 from tidewater.lock import raw_settled
 from tidewater.paths import DBT_PROJECT_DIR
 from tidewater.profile import Target
-from tidewater.publish import publish, read_build_outcome
+from tidewater.publish import BuildOutcome, publish, read_build_outcome
 from tidewater.runs import record_dbt_results, record_job
 from tidewater.setup import ConnectFn, warehouse_connector
 
@@ -85,8 +84,8 @@ def run_dbt(
             raise TransformFailed(command, code, [])
         return
     connect = warehouse_connector(target)
-    results_path = DBT_PROJECT_DIR / "target" / "run_results.json"
-    results_path.unlink(missing_ok=True)  # never read a previous run's results
+    # never read a previous run's results
+    (DBT_PROJECT_DIR / "target" / "run_results.json").unlink(missing_ok=True)
     # Audit marks (tidewater/audit.py): PostgreSQL builds only, where the raw
     # lock makes them exact.
     audited = command == "build" and target.type == "postgres"
@@ -98,16 +97,15 @@ def run_dbt(
             marks_in_use = _forget_stale_marks(connect, fingerprint, "--full-refresh" in args)
         with raw_settled(target):
             code = subprocess.call(argv, env=dbt_env())
-            if audited and code == 0 and results_path.exists():
-                manifest, results_list = load_artifacts(DBT_PROJECT_DIR / "target")
+            manifest, results = load_artifacts(DBT_PROJECT_DIR / "target")
+            if audited and code == 0 and manifest and results:
                 conn = connect()
                 try:
-                    marks = read_marks(conn, tested_relations(manifest, results_list))
+                    marks = read_marks(conn, tested_relations(manifest, results["results"]))
                 finally:
                     conn.close()
         failed: list[str] = []
-        if results_path.exists():
-            results = json.loads(results_path.read_text())
+        if results:
             conn = connect()
             conn.autocommit = True
             try:
@@ -131,7 +129,7 @@ def run_dbt(
         if code:
             raise TransformFailed(command, code, failed)
     if command == "build":
-        publish_marts(target)
+        publish_marts(target, read_build_outcome(manifest, results))
         if marks:
             conn = connect()
             try:
@@ -164,9 +162,8 @@ def _forget_stale_marks(connect: ConnectFn, fingerprint: str, full_refresh: bool
     return remaining
 
 
-def publish_marts(target: Target) -> list[str]:
-    """Publish what the last green ``dbt build`` built in the shadow schema (recorded)."""
-    outcome = read_build_outcome(DBT_PROJECT_DIR / "target")
+def publish_marts(target: Target, outcome: BuildOutcome) -> list[str]:
+    """Publish what a green ``dbt build`` built in the shadow schema (recorded)."""
     if not outcome.publishable:
         return []
     with record_job(warehouse_connector(target), "publish") as run:
