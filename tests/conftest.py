@@ -127,6 +127,12 @@ def query(dsn: str, statement: str) -> list[tuple]:
         conn.close()
 
 
+def as_login(dsn: str, user: str) -> str:
+    """The same database as `dsn`, as another (password-less) login."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
+
+
 def execute(dsn: str, *statements: str) -> None:
     """Run statements in one transaction."""
     conn = psycopg2.connect(dsn)

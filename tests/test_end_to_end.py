@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
 
 import demo_app
-from tests.conftest import ROOT, Project, query
+from tests.conftest import ROOT, Project, as_login, query
 from tidewater.paths import DBT_PROJECT_DIR
 
 README = ROOT / "README.md"
@@ -191,12 +190,8 @@ def test_grants_hold_after_load_transform_and_a_full_refresh(
     plan = project.invoke("roles")
     assert "Nothing to do" in plan.stdout + plan.stderr
 
-    base = urlsplit(project.warehouse)
-
     def as_user(user: str) -> psycopg2.extensions.connection:
-        return psycopg2.connect(
-            urlunsplit(base._replace(netloc=f"{role_prefix}{user}@{base.hostname}:{base.port}"))
-        )
+        return psycopg2.connect(as_login(project.warehouse, f"{role_prefix}{user}"))
 
     analyst = as_user("analyst_alice")
     try:
@@ -268,10 +263,8 @@ def test_the_readme_adding_a_model_example_builds_and_passes_its_tests(
     finally:
         model.unlink(missing_ok=True)
         properties.unlink(missing_ok=True)
-    base = urlsplit(project.warehouse)
-    alice = urlunsplit(
-        base._replace(netloc=f"{role_prefix}analyst_alice@{base.hostname}:{base.port}")
-    )  # the sandbox is the analyst's own: the ETL user may not read it
+    # the sandbox is the analyst's own: the ETL user may not read it
+    alice = as_login(project.warehouse, f"{role_prefix}analyst_alice")
     sandbox = f"sandbox_{role_prefix}analyst_alice"
     refunds = query(alice, f"select count(*) from {sandbox}.fct_refunds")[0][0]
     assert refunds > 0

@@ -23,16 +23,15 @@ complete build.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2.extensions
 from psycopg2 import sql
 
-from tidewater.exceptions import TidewaterError
-
-ConnectFn = Callable[[], psycopg2.extensions.connection]
+from tidewater.exceptions import PublishFailed
+from tidewater.runs import ConnectFn
 
 # aclitem letters (https://www.postgresql.org/docs/current/ddl-priv.html) and the
 # privilege each one grants.
@@ -54,17 +53,6 @@ DEFAULT_OBJECT_TYPES = {"r": "tables", "f": "functions", "S": "sequences"}
 ACL_ITEM = re.compile(r'^(?P<group>group )?(?P<grantee>"(?:[^"]|"")*"|[^=]*)=(?P<letters>[^/]*)/')
 TEMPORARY_NAME = "tw_publish_{}"
 FAILED_STATUSES = {"error", "fail", "runtime error", "skipped"}
-
-
-class PublishFailed(TidewaterError):
-    def __init__(self, live: str, build: str, reason: str) -> None:
-        self.live = live
-        self.build = build
-        self.reason = reason
-        super().__init__(
-            f"could not publish {build} into {live}: {reason}; the marts still hold the "
-            f"last good build. Fix the cause, then run `invoke transform` again"
-        )
 
 
 @dataclass(frozen=True, order=True)

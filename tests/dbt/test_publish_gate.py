@@ -6,12 +6,11 @@ exactly as they were."""
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
 import demo_app
-from tests.conftest import APP_MARTS, Project, execute, query
+from tests.conftest import APP_MARTS, Project, as_login, execute, query
 
 DASHBOARD_QUERY = """
 select
@@ -37,9 +36,7 @@ def fingerprints(dsn: str, schema: str) -> dict[str, str]:
 
 def dashboard_view(project: Project, role_prefix: str) -> list[tuple]:
     """What the BI user sees, connected as the dashboard login."""
-    base = urlsplit(project.warehouse)
-    netloc = f"{role_prefix}dashboard_bi@{base.hostname}:{base.port}"
-    conn = psycopg2.connect(urlunsplit(base._replace(netloc=netloc)))
+    conn = psycopg2.connect(as_login(project.warehouse, f"{role_prefix}dashboard_bi"))
     try:
         with conn.cursor() as cur:
             cur.execute(DASHBOARD_QUERY)
