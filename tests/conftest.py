@@ -4,11 +4,19 @@ databases on it.
 The server is the embedded one (started for the test session in its own data
 directory) unless ``TIDEWATER_TEST_DSN`` names a superuser connection URL of
 another server, e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``.
+
+The embedded server checks passwords (scram-sha-256) like the default one. The
+superuser's is in the server's password file, which ``server_admin_dsn`` names
+(``?passfile=``) and ``PGPASSFILE`` points to, so child processes (invoke, dbt)
+find it. Every login the role spec creates gets ``TEST_LOGIN_PASSWORD`` (its
+``password_env`` variables are set to it here) and the password file answers it
+for any other user, so tests log in as real users with real passwords.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -21,6 +29,11 @@ import pytest
 from psycopg2 import sql
 
 TEST_PREFIX = "twt_"
+# The password of every login the tests create through the role spec.
+TEST_LOGIN_PASSWORD = os.environ.get("TIDEWATER_TEST_LOGIN_PASSWORD") or secrets.token_urlsafe(18)
+os.environ["TIDEWATER_TEST_LOGIN_PASSWORD"] = TEST_LOGIN_PASSWORD
+for _variable in ("TIDEWATER_ETL_PASSWORD", "ANALYST_ALICE_PASSWORD", "DASHBOARD_BI_PASSWORD"):
+    os.environ[_variable] = TEST_LOGIN_PASSWORD
 
 
 def _with_dbname(dsn: str, dbname: str) -> str:
@@ -45,6 +58,9 @@ def server_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     else:
         port = embedded.choose_port(pgdata, 54339)
     server = embedded.start(embedded.EmbeddedServer(pgdata=pgdata, port=port))
+    # Any other user's password, for logins the spec created with TEST_LOGIN_PASSWORD.
+    embedded.remember_password(server, "*", TEST_LOGIN_PASSWORD)
+    os.environ["PGPASSFILE"] = str(server.passfile)
     yield server.admin_dsn("postgres")
 
 
@@ -127,10 +143,12 @@ def query(dsn: str, statement: str) -> list[tuple]:
         conn.close()
 
 
-def as_login(dsn: str, user: str) -> str:
-    """The same database as `dsn`, as another (password-less) login."""
+def as_login(dsn: str, user: str, password: str = TEST_LOGIN_PASSWORD) -> str:
+    """The same database as `dsn`, as another login with its password (by default
+    the one every login the role spec creates in the tests gets)."""
     parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
+    netloc = f"{user}:{password}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc, query=""))
 
 
 def execute(dsn: str, *statements: str) -> None:
@@ -206,7 +224,7 @@ tidewater:
       host: {host}
       port: {port}
       user: {role_prefix}tidewater_etl_runner
-      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD', 'tidewater') }}}}"
+      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD') }}}}"
       dbname: {dbname}
       schema: analytics
       threads: 4
@@ -215,7 +233,7 @@ tidewater:
       host: {host}
       port: {port}
       user: {role_prefix}analyst_alice
-      password: ""
+      password: "{{{{ env_var('ANALYST_ALICE_PASSWORD') }}}}"
       dbname: {dbname}
       schema: sandbox_{role_prefix}analyst_alice
       threads: 4
@@ -224,7 +242,7 @@ tidewater:
       host: {host}
       port: {port}
       user: {role_prefix}tidewater_etl_runner
-      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD', 'tidewater') }}}}"
+      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD') }}}}"
       dbname: {dbname}
       schema: fullref
       threads: 4
@@ -252,5 +270,5 @@ tidewater:
         env["TIDEWATER_EMBEDDED_PGDATA"] = os.environ.get(
             "TIDEWATER_TEST_PGDATA", str(ROOT / ".tidewater" / "test-pgdata")
         )
-    etl_dsn = urlunsplit(parts._replace(netloc=f"{role_prefix}tidewater_etl_runner@{host}:{port}"))
+    etl_dsn = as_login(warehouse_admin, f"{role_prefix}tidewater_etl_runner")
     return Project(env, etl_dsn, source)

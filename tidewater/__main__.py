@@ -25,19 +25,23 @@ def _down(args: argparse.Namespace) -> None:
 def _dsn(args: argparse.Namespace) -> None:
     if args.source:
         from loaders.config import load_sources, select_sources, source_dsn
-        from tidewater.setup import ensure_demo_app
+        from tidewater.db import redact_dsn
+        from tidewater.setup import demo_reader_dsn
 
         (source,) = select_sources(load_sources(), [args.source])
         dsn = source_dsn(source)
         if dsn is None:
             if args.source != "app":
                 raise TidewaterError(f"source {args.source} has no DSN; export {source.dsn_env}")
-            dsn = ensure_demo_app()
-        print(dsn)
+            dsn = demo_reader_dsn()
+        print(dsn if args.with_password else redact_dsn(dsn))
         return
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     if target.is_embedded:
-        embedded.start()
+        server = embedded.start()
+        if target.password:
+            # The URL names the password file; it must hold what the profile logs in with.
+            embedded.remember_password(server, target.user, target.password)
     print(target.dsn(with_password=args.with_password))
 
 
@@ -123,9 +127,9 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _app(args: argparse.Namespace) -> None:
-    from tidewater.setup import ensure_demo_app
+    from tidewater.setup import demo_reader_dsn
 
-    print(ensure_demo_app(scale=args.scale, refresh=True))
+    print(demo_reader_dsn(scale=args.scale, refresh=True))
 
 
 def _simulate(args: argparse.Namespace) -> None:

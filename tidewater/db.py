@@ -78,7 +78,15 @@ def connect(
         kwargs = {"dsn": params}
         if dbname:
             kwargs["dbname"] = dbname
-        where = _redact(params)
+        where = redact_dsn(params)
+        if where == UNPARSEABLE_DSN:
+            # libpq's own message quotes the text it choked on, which may be a password.
+            raise ConnectionFailed(
+                what,
+                where,
+                "not a libpq connection string",
+                "write it as postgresql://user@host:5432/dbname or as key=value pairs",
+            )
     else:
         kwargs = dict(params)
         where = f"{kwargs.get('host')}:{kwargs.get('port')}/{dbname or kwargs.get('dbname')}"
@@ -95,14 +103,22 @@ def connect(
     return conn
 
 
-def _redact(dsn: str) -> str:
-    """A DSN without its password, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
+UNPARSEABLE_DSN = "<unparseable DSN>"
+_SECRET_KEYS = ("password",)
 
-    if "://" not in dsn:
-        return " ".join(part for part in dsn.split() if not part.startswith("password="))
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+
+def redact_dsn(dsn: str) -> str:
+    """A connection string fit to print or record: parsed by libpq itself (URL or
+    key=value form, ``?password=`` included) and rebuilt with the password as
+    ``***``. A string libpq cannot parse is shown as ``<unparseable DSN>``, with
+    none of its content (the password might be what is malformed)."""
+    try:
+        params = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.Error:
+        return UNPARSEABLE_DSN
+    if not any(key in params for key in _SECRET_KEYS):
+        return dsn  # libpq finds no secret in it: show it as written
+    for key in _SECRET_KEYS:
+        if key in params:
+            params[key] = "***"
+    return psycopg2.extensions.make_dsn(**params)

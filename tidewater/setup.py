@@ -21,6 +21,9 @@ from tidewater.profile import Target, admin_target_name, load_target
 ConnectFn = Callable[[], psycopg2.extensions.connection]
 DEMO_SOURCE = "app"
 DEMO_DATABASE = "app"
+# The login the loaders read the demo app as: SELECT on its tables, nothing else
+# (and pg_read_all_stats, so the late-commit protection sees open transactions).
+DEMO_READER = "tidewater_demo_reader"
 
 
 def warehouse_connector(target: Target) -> ConnectFn:
@@ -68,7 +71,9 @@ def apply_roles(
     """Apply the role spec (creating roles, users and schemas); returns statements run.
 
     The ETL login user gets the password the profile logs in with when its
-    environment variable is unset (as `invoke roles` does).
+    environment variable is unset (as `invoke roles` does). On the embedded server
+    every other login whose variable is unset gets a generated password, kept in
+    the server's password file (0600), so `psql` and dbt log in without typing one.
     """
     import roles
 
@@ -76,9 +81,9 @@ def apply_roles(
     spec = (
         roles.load_spec(spec_path, prefix=prefix) if spec_path else roles.load_spec(prefix=prefix)
     )
+    fallback = _fallback_passwords(spec, admin=admin, etl=etl)
     conn = connect(admin, what="the warehouse (admin)")
     try:
-        fallback = {etl.user: etl.password} if etl is not None and etl.password else {}
         plan = roles.plan_changes(
             conn, spec, passwords=roles.resolve_passwords(spec, fallback=fallback)
         )
@@ -91,6 +96,22 @@ def apply_roles(
         return len(plan.statements)
     finally:
         conn.close()
+
+
+def _fallback_passwords(spec: Any, *, admin: Target, etl: Target | None) -> dict[str, str]:
+    """The password each login gets when its ``password_env`` is unset."""
+    fallback: dict[str, str] = {}
+    server = embedded.configured_server() if admin.is_embedded else None
+    for user in spec.users:
+        if user.password_env and os.environ.get(user.password_env):
+            continue
+        if etl is not None and user.name == etl.user and etl.password:
+            fallback[user.name] = etl.password
+            if server is not None:
+                embedded.remember_password(server, user.name, etl.password)
+        elif server is not None:
+            fallback[user.name] = embedded.login_password(server, user.name)
+    return fallback
 
 
 def ensure_warehouse(target: Target) -> None:
@@ -110,7 +131,9 @@ def ensure_warehouse(target: Target) -> None:
 
 
 def ensure_demo_app(*, scale: float | None = None, refresh: bool = False) -> str:
-    """The demo app on the embedded server, created if missing; returns its DSN."""
+    """The demo app on the embedded server, created if missing; returns the DSN of
+    its owner (the superuser), for creating and simulating it. Loaders read it
+    through `demo_reader_dsn`."""
     import demo_app
 
     server = embedded.start()
@@ -122,6 +145,7 @@ def ensure_demo_app(*, scale: float | None = None, refresh: bool = False) -> str
             exists = cur.fetchone() is not None
             if not exists:
                 cur.execute(sql.SQL("create database {}").format(sql.Identifier(DEMO_DATABASE)))
+            _ensure_demo_reader(cur, server)
     finally:
         conn.close()
     dsn = server.admin_dsn(DEMO_DATABASE)
@@ -132,7 +156,47 @@ def ensure_demo_app(*, scale: float | None = None, refresh: bool = False) -> str
             f"demo app: created database {DEMO_DATABASE} at scale {scale:g} "
             f"({', '.join(f'{table} {count:,}' for table, count in counts.items())})"
         )
+    _grant_demo_reader(dsn)
     return dsn
+
+
+def demo_reader_dsn(*, scale: float | None = None, refresh: bool = False) -> str:
+    """The demo app (created if missing) as its read-only login; the password comes
+    from the embedded server's password file, so the URL holds none."""
+    ensure_demo_app(scale=scale, refresh=refresh)
+    return embedded.configured_server().login_dsn(DEMO_READER, DEMO_DATABASE)
+
+
+def _ensure_demo_reader(cur: psycopg2.extensions.cursor, server: embedded.EmbeddedServer) -> None:
+    verifier = embedded.scram_verifier(embedded.login_password(server, DEMO_READER))
+    cur.execute("select 1 from pg_roles where rolname = %s", (DEMO_READER,))
+    verb = "alter" if cur.fetchone() else "create"
+    cur.execute(
+        sql.SQL(
+            verb + " role {} login nosuperuser nocreatedb nocreaterole noinherit password %s"
+        ).format(sql.Identifier(DEMO_READER)),
+        (verifier,),
+    )
+    cur.execute(sql.SQL("grant pg_read_all_stats to {}").format(sql.Identifier(DEMO_READER)))
+
+
+def _grant_demo_reader(dsn: str) -> None:
+    """SELECT on the demo app's tables for its reader, nothing else (the schema is
+    recreated with the app, so this runs after every refresh)."""
+    reader = sql.Identifier(DEMO_READER)
+    conn = connect(dsn, what="the demo app", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("revoke create, temporary on database {} from public").format(
+                    sql.Identifier(DEMO_DATABASE)
+                )
+            )
+            cur.execute("revoke create on schema public from public")
+            cur.execute(sql.SQL("grant usage on schema public to {}").format(reader))
+            cur.execute(sql.SQL("grant select on all tables in schema public to {}").format(reader))
+    finally:
+        conn.close()
 
 
 def _has_tables(dsn: str) -> bool:
@@ -173,7 +237,7 @@ def resolve_sources(
                 f"no source configured ({source.dsn_env} is unset): loading the demo app "
                 "on the embedded server"
             )
-            dsn = ensure_demo_app()
+            dsn = demo_reader_dsn()
         # Check now, so a bad DSN is one clear line before any table starts.
         connect(dsn, what=f"source {source.name} ({source.dsn_env})").close()
         connectors[source.name] = _source_connector(dsn, source.name, source.dsn_env)
