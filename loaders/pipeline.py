@@ -56,6 +56,7 @@ from loaders.load import (
 )
 from loaders.state import Mark, ensure_state_table, read_mark, write_mark
 from tidewater.db import connect, is_transient
+from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load
 
 Status = Literal["succeeded", "failed", "skipped"]
 ConnectFn = Callable[[], psycopg2.extensions.connection]
@@ -204,12 +205,9 @@ def load_table(
         wh.execute("set local timezone = 'UTC'")
         wh.execute("select set_config('tidewater.batch_id', %s, true)", (batch_id,))
         # No transform reads raw while this load is in flight (tidewater.lock.raw_settled).
-        wh.execute("select pg_advisory_xact_lock_shared(hashtext('tidewater.raw'))")
+        hold_raw_shared(wh)
         # Two loads of the same table never run at once, whoever starts them.
-        wh.execute(
-            "select pg_advisory_xact_lock(hashtext('tidewater.load'), hashtext(%s))",
-            (f"{source.raw_schema}.{table.name}",),
-        )
+        hold_table_load(wh, f"{source.raw_schema}.{table.name}")
         ensure_schema(wh, source.raw_schema)
         ensure_state_table(wh)
         raw, created = prepare_raw_table(
@@ -556,7 +554,7 @@ def prepare_warehouse(connect_warehouse: ConnectFn, sources: tuple[SourceConfig,
     conn = connect_warehouse()
     try:
         with conn.cursor() as cur:
-            cur.execute("select pg_advisory_xact_lock(hashtext('tidewater.ddl'))")
+            hold_ddl(cur)
             for source in sources:
                 ensure_schema(cur, source.raw_schema)
             ensure_state_table(cur)

@@ -23,6 +23,7 @@ from loaders.catalog import Column
 from loaders.exceptions import DeclarationError
 from loaders.extract import build_query
 from loaders.redshift import unload
+from tidewater.lock import hold_table_load
 
 if TYPE_CHECKING:
     from loaders.config import SourceConfig, TableConfig
@@ -139,10 +140,7 @@ def load_table_from_redshift(
                 f"no table {table.name!r} in schema {source.source_schema!r} of the Redshift source",
             )
         wh = warehouse_conn.cursor()
-        wh.execute(
-            "select pg_advisory_xact_lock(hashtext('tidewater.load'), hashtext(%s))",
-            (f"{source.raw_schema}.{table.name}",),
-        )
+        hold_table_load(wh, f"{source.raw_schema}.{table.name}")
         ensure_state_table(wh)
         raw, created = prepare_raw_table(
             wh, source.raw_schema, table.name, columns, table.primary_key

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import textwrap
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -120,16 +121,20 @@ def test_a_second_run_while_one_is_running_is_skipped_and_recorded(project: Proj
     if os.environ.get("TIDEWATER_TEST_DSN"):
         project.invoke("roles", "--apply")
     project.invoke("load")
-    holder = psycopg2.connect(project.warehouse)
-    holder.autocommit = True
+    # An ETL session (a run in progress) holds the pipeline lock.
+    holder = psycopg2.connect(project.warehouse, application_name="nightly backfill")
     try:
         with holder.cursor() as cur:
-            cur.execute("select pg_advisory_lock(hashtext('tidewater.pipeline'))")
+            cur.execute("lock table ops.pipeline_lock in exclusive mode")
         result = project.invoke("load", "transform", "--wait", "1", check=False)
     finally:
         holder.close()
     assert result.returncode != 0
     assert "another pipeline run is in progress" in result.stderr
+    # The message names the holder: its user, its application and since when.
+    holder_user = urlsplit(project.warehouse).username
+    assert f"held by {holder_user} (nightly backfill, pid " in result.stderr, result.stderr
+    assert " UTC" in result.stderr.split("held by", 1)[1]
     assert "Traceback" not in result.stderr
     assert query(
         project.warehouse, "select job, status from ops.job_runs order by started_at desc limit 1"

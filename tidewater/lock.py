@@ -1,9 +1,23 @@
-"""One pipeline run at a time.
+"""One pipeline run at a time, and no transform reading raw while a load writes it.
 
 The main job is usually started by a timer; when a run outlasts the interval the
-next one must not run beside it. The lock is a PostgreSQL session advisory lock
-in the warehouse (not a lock file), held by the process that runs the chain
-until it exits, so it is released even when that process is killed.
+next one must not run beside it. The locks are table locks on small tables in
+``ops`` (not advisory locks, which any login may take, and not lock files):
+
+- ``ops.pipeline_lock``: the chain holds it ``EXCLUSIVE`` for the whole run, in a
+  transaction of its own connection, so it is released even when the process is
+  killed.
+- ``ops.raw_lock``: each table's load transaction holds it ``SHARE`` (loads run
+  side by side); a transform holds it ``EXCLUSIVE`` while dbt reads raw.
+- ``ops.table_locks``: one row per raw table, row-locked by its load (two loads of
+  one table never run at once).
+- ``ops.ddl_lock``: ``SHARE ROW EXCLUSIVE`` while a run creates raw schemas.
+
+Every mode used needs ``UPDATE`` (or ``DELETE``/``TRUNCATE``/``MAINTAIN``) on the table,
+which only the ETL side has: a reader of ``ops`` may take ``ACCESS SHARE`` (by
+reading it), which conflicts with none of them, so a dashboard or an analyst can
+neither stop nor hang the pipeline. Every wait is bounded (``lock_timeout``), and
+the message names who holds the lock.
 """
 
 from __future__ import annotations
@@ -15,18 +29,61 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Literal
 
+import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
+from psycopg2 import sql
 
 from tidewater.db import connect
 from tidewater.exceptions import TidewaterError
 from tidewater.profile import Target
-from tidewater.runs import ensure_ops_tables
+from tidewater.runs import OPS_SCHEMA, ensure_ops_tables
 
-LOCK_KEY = "tidewater.pipeline"
-# Loaders hold this advisory lock shared for each table's load transaction;
-# a transform holds it exclusively while dbt reads raw (see `raw_settled`).
-RAW_LOCK_KEY = "tidewater.raw"
+PIPELINE_LOCK = "pipeline_lock"
+RAW_LOCK = "raw_lock"
+TABLE_LOCKS = "table_locks"
+DDL_LOCK = "ddl_lock"
+LockMode = Literal["SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE"]
+# How long a load or a transform waits for the raw lock or a table's lock.
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+LOCK_TABLES = (
+    sql.SQL(
+        "create table if not exists {}.{} (note text); comment on table {}.{} is "
+        "'tidewater: locked EXCLUSIVE by the pipeline run in progress; never holds rows'"
+    ).format(*[sql.Identifier(OPS_SCHEMA), sql.Identifier(PIPELINE_LOCK)] * 2),
+    sql.SQL(
+        "create table if not exists {}.{} (note text); comment on table {}.{} is "
+        "'tidewater: locked SHARE by each table load, EXCLUSIVE by a transform; never holds rows'"
+    ).format(*[sql.Identifier(OPS_SCHEMA), sql.Identifier(RAW_LOCK)] * 2),
+    sql.SQL(
+        "create table if not exists {}.{} (note text); comment on table {}.{} is "
+        "'tidewater: locked SHARE ROW EXCLUSIVE while raw schemas are created; never holds rows'"
+    ).format(*[sql.Identifier(OPS_SCHEMA), sql.Identifier(DDL_LOCK)] * 2),
+    sql.SQL(
+        "create table if not exists {}.{} (raw_table text primary key, "
+        "locked_at timestamptz not null, locked_by text not null)"
+    ).format(sql.Identifier(OPS_SCHEMA), sql.Identifier(TABLE_LOCKS)),
+)
+# Who holds a lock on a relation (other than us). A reader without
+# pg_read_all_stats sees other users' sessions without their details: "unknown".
+LOCK_HOLDERS = """
+select
+    coalesce(activity.usename, 'unknown user'),
+    coalesce(nullif(activity.application_name, ''), 'unknown application'),
+    locks.pid,
+    coalesce(to_char(activity.xact_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+        || ' UTC', 'an unknown time')
+from pg_locks as locks
+left join pg_stat_activity as activity on activity.pid = locks.pid
+where locks.locktype = 'relation'
+    and locks.relation = to_regclass(%(relation)s)
+    and locks.granted
+    and locks.pid <> pg_backend_pid()
+    and locks.mode = any(%(modes)s)
+order by activity.xact_start nulls last, locks.pid
+"""
 _held: dict[str, psycopg2.extensions.connection] = {}
 
 
@@ -41,19 +98,166 @@ class PipelineBusy(TidewaterError):
         )
 
 
-def _holder(conn: psycopg2.extensions.connection) -> str:
-    with conn.cursor() as cur:
-        cur.execute(
-            "select coalesce(activity.application_name, '?') || ' pid ' || activity.pid "
-            "|| ' since ' || to_char(activity.backend_start, 'YYYY-MM-DD HH24:MI:SS') "
-            "from pg_locks as locks "
-            "inner join pg_stat_activity as activity on activity.pid = locks.pid "
-            "where locks.locktype = 'advisory' and locks.granted "
-            "and locks.objid = hashtext(%s)::oid limit 1",
-            (LOCK_KEY,),
+class LockTimeout(TidewaterError):
+    """A bounded wait for one of the pipeline's locks ran out. Transient: the
+    loaders retry it (``pgcode`` is PostgreSQL's lock_not_available)."""
+
+    pgcode = "55P03"
+
+    def __init__(self, lock: str, holder: str, waited_s: float) -> None:
+        self.lock = lock
+        self.holder = holder
+        self.waited_s = waited_s
+        super().__init__(
+            f"gave up waiting for {lock} after {waited_s:.0f}s ({holder}); it is released "
+            "when that run ends; raise TIDEWATER_LOCK_TIMEOUT to wait longer"
         )
-        row = cur.fetchone()
-    return row[0] if row else "holder unknown"
+
+
+def lock_timeout_s() -> float:
+    """``TIDEWATER_LOCK_TIMEOUT`` (seconds), else 600."""
+    value = os.environ.get("TIDEWATER_LOCK_TIMEOUT")
+    try:
+        return float(value) if value else DEFAULT_LOCK_TIMEOUT_S
+    except ValueError:
+        raise TidewaterError(
+            f"TIDEWATER_LOCK_TIMEOUT={value!r} is not a number of seconds; fix or unset it"
+        ) from None
+
+
+def _qualified(table: str) -> str:
+    return f"{OPS_SCHEMA}.{table}"
+
+
+def describe_holders(
+    cur: psycopg2.extensions.cursor, table: str, modes: tuple[str, ...] = ("ExclusiveLock",)
+) -> str:
+    """Who holds ``ops.<table>`` in one of ``modes``: user, application, pid and since
+    when (the start of the holder's transaction, which took the lock)."""
+    cur.execute(LOCK_HOLDERS, {"relation": _qualified(table), "modes": list(modes)})
+    rows = cur.fetchall()
+    if not rows:
+        return "held by an unknown session"
+    described = [f"{user} ({app}, pid {pid}) since {since}" for user, app, pid, since in rows]
+    return "held by " + "; ".join(described)
+
+
+def ensure_lock_tables(cur: psycopg2.extensions.cursor) -> None:
+    """Create the lock tables in ``ops`` if missing. Inside a transaction, a
+    concurrent creator is tolerated (the table is there once it commits)."""
+    cur.execute(
+        "select count(*) from unnest(%s::text[]) as name where to_regclass(name) is null",
+        ([_qualified(name) for name in (PIPELINE_LOCK, RAW_LOCK, TABLE_LOCKS, DDL_LOCK)],),
+    )
+    if not cur.fetchone()[0]:
+        return
+    in_transaction = not cur.connection.autocommit
+    statements: list[sql.Composable] = list(LOCK_TABLES)
+    cur.execute("select 1 from pg_namespace where nspname = %s", (OPS_SCHEMA,))
+    if cur.fetchone() is None:
+        statements.insert(
+            0, sql.SQL("create schema if not exists {}").format(sql.Identifier(OPS_SCHEMA))
+        )
+    for statement in statements:
+        if in_transaction:
+            cur.execute("savepoint tidewater_lock_tables")
+        try:
+            cur.execute(statement)
+        except (psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable):
+            if not in_transaction:
+                continue
+            cur.execute("rollback to savepoint tidewater_lock_tables")
+        if in_transaction:
+            cur.execute("release savepoint tidewater_lock_tables")
+
+
+def _take(
+    cur: psycopg2.extensions.cursor,
+    table: str,
+    mode: LockMode,
+    *,
+    timeout_s: float,
+    what: str,
+) -> None:
+    """``LOCK TABLE ops.<table> IN <mode> MODE`` in the current transaction, waiting at
+    most ``timeout_s`` (0: not at all); raises `LockTimeout` naming the holder."""
+    started = time.monotonic()
+    cur.execute("select current_setting('lock_timeout')")
+    previous = cur.fetchone()[0]
+    cur.execute("savepoint tidewater_lock")
+    if timeout_s > 0:
+        cur.execute("select set_config('lock_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",))
+    statement = sql.SQL("lock table {}.{} in {} mode{}").format(
+        sql.Identifier(OPS_SCHEMA),
+        sql.Identifier(table),
+        sql.SQL(mode),
+        sql.SQL("" if timeout_s > 0 else " nowait"),
+    )
+    try:
+        cur.execute(statement)
+    except psycopg2.errors.LockNotAvailable:
+        cur.execute("rollback to savepoint tidewater_lock")
+        conflicting = {
+            "SHARE": ("ExclusiveLock",),
+            "SHARE ROW EXCLUSIVE": ("ShareRowExclusiveLock",),
+            "EXCLUSIVE": ("ShareLock", "ExclusiveLock"),
+        }[mode]
+        holder = describe_holders(cur, table, conflicting)
+        raise LockTimeout(what, holder, time.monotonic() - started) from None
+    cur.execute("select set_config('lock_timeout', %s, true)", (previous,))
+    cur.execute("release savepoint tidewater_lock")
+
+
+def hold_raw_shared(cur: psycopg2.extensions.cursor) -> None:
+    """For a table's load transaction: no transform reads raw until it commits
+    (see `raw_settled`). Waits at most ``TIDEWATER_LOCK_TIMEOUT`` for a transform."""
+    ensure_lock_tables(cur)
+    _take(cur, RAW_LOCK, "SHARE", timeout_s=lock_timeout_s(), what="the raw lock (ops.raw_lock)")
+
+
+def hold_ddl(cur: psycopg2.extensions.cursor) -> None:
+    """For a transaction that creates raw schemas and the mark table: one at a time."""
+    ensure_lock_tables(cur)
+    _take(
+        cur,
+        DDL_LOCK,
+        "SHARE ROW EXCLUSIVE",
+        timeout_s=lock_timeout_s(),
+        what="the schema lock (ops.ddl_lock)",
+    )
+
+
+def hold_table_load(cur: psycopg2.extensions.cursor, raw_table: str) -> None:
+    """For a table's load transaction: two loads of one raw table never run at once
+    (a row lock in ``ops.table_locks``, which only the ETL side may write)."""
+    ensure_lock_tables(cur)
+    started = time.monotonic()
+    cur.execute("select current_setting('lock_timeout')")
+    previous = cur.fetchone()[0]
+    cur.execute("savepoint tidewater_lock")
+    cur.execute(
+        "select set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s() * 1000)}ms",)
+    )
+    try:
+        cur.execute(
+            sql.SQL(
+                "insert into {}.{} as locks (raw_table, locked_at, locked_by) "
+                "values (%s, now(), current_user) on conflict (raw_table) do update "
+                "set locked_at = excluded.locked_at, locked_by = excluded.locked_by"
+            ).format(sql.Identifier(OPS_SCHEMA), sql.Identifier(TABLE_LOCKS)),
+            (raw_table,),
+        )
+    except psycopg2.errors.LockNotAvailable:
+        cur.execute("rollback to savepoint tidewater_lock")
+        # A row lock shows in pg_locks only as its table's lock: name every loader.
+        holder = describe_holders(cur, TABLE_LOCKS, ("RowExclusiveLock",))
+        raise LockTimeout(
+            f"the load lock of {raw_table} (ops.table_locks)",
+            holder.replace("held by", "held by one of", 1),
+            time.monotonic() - started,
+        ) from None
+    cur.execute("select set_config('lock_timeout', %s, true)", (previous,))
+    cur.execute("release savepoint tidewater_lock")
 
 
 def acquire(target: Target, *, job: str, wait_s: float = 0.0) -> None:
@@ -71,25 +275,32 @@ def acquire(target: Target, *, job: str, wait_s: float = 0.0) -> None:
         application_name=f"tidewater {job} (pipeline lock)",
     )
     started = time.monotonic()
-    while True:
+    try:
+        ensure_ops_tables(conn)
         with conn.cursor() as cur:
-            cur.execute("select pg_try_advisory_lock(hashtext(%s))", (LOCK_KEY,))
-            if cur.fetchone()[0]:
-                _held[target.dsn()] = conn
-                return
-        waited = time.monotonic() - started
-        if waited >= wait_s:
-            holder = _holder(conn)
-            _record_skipped(conn, job, holder)
-            conn.close()
-            raise PipelineBusy(holder, waited)
-        time.sleep(min(1.0, max(0.05, wait_s - waited)))
+            ensure_lock_tables(cur)
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            # This transaction stays open (idle) for the whole run: it holds the lock.
+            cur.execute("set idle_in_transaction_session_timeout = 0")
+            cur.execute("set statement_timeout = 0")
+            _take(cur, PIPELINE_LOCK, "EXCLUSIVE", timeout_s=wait_s, what="the pipeline lock")
+    except LockTimeout as busy:
+        conn.rollback()
+        conn.autocommit = True
+        _record_skipped(conn, job, busy.holder)
+        conn.close()
+        raise PipelineBusy(busy.holder, time.monotonic() - started) from None
+    except BaseException:
+        conn.close()
+        raise
+    _held[target.dsn()] = conn
 
 
 def release(target: Target) -> None:
     conn = _held.pop(target.dsn(), None)
     if conn is not None:
-        conn.close()  # closing the session releases its advisory locks
+        conn.close()  # ending the session ends its transaction and its locks
 
 
 def _record_skipped(conn: psycopg2.extensions.connection, job: str, holder: str) -> None:
@@ -116,11 +327,13 @@ def _record_skipped(conn: psycopg2.extensions.connection, job: str, holder: str)
 def raw_settled(target: Target) -> Iterator[None]:
     """Keep loads out of raw while dbt reads it.
 
-    Waits for every load transaction in flight to commit, and makes new ones
-    wait, so that when dbt runs every raw row with a `_loaded_at` at or below
-    what it sees is visible: incremental models can start right after the
-    newest `_loaded_at` they hold (no time window re-reads the previous load).
-    PostgreSQL only; Redshift has no advisory locks (use `lookback_minutes`).
+    Waits (at most ``TIDEWATER_LOCK_TIMEOUT``) for every load transaction in flight
+    to commit, and makes new ones wait, so that when dbt runs every raw row with a
+    `_loaded_at` at or below what it sees is visible: incremental models can start
+    right after the newest `_loaded_at` they hold (no time window re-reads the
+    previous load). PostgreSQL only; Redshift reads a lookback window instead
+    (``lookback_minutes``). A login that may not take the lock (an analyst's dev
+    build) reads raw as it is.
     """
     if target.type != "postgres":
         yield
@@ -128,12 +341,31 @@ def raw_settled(target: Target) -> Iterator[None]:
     conn = connect(
         target,
         what=f"the warehouse (target {target.name})",
-        autocommit=True,
         application_name="tidewater transform (raw lock)",
     )
     try:
         with conn.cursor() as cur:
-            cur.execute("select pg_advisory_lock(hashtext(%s))", (RAW_LOCK_KEY,))
+            cur.execute("set idle_in_transaction_session_timeout = 0")
+            cur.execute(
+                "select exists (select 1 from pg_namespace where nspname = %s "
+                "and has_schema_privilege(oid, 'CREATE'))",
+                (OPS_SCHEMA,),
+            )
+            if cur.fetchone()[0]:
+                ensure_lock_tables(cur)
+            cur.execute(
+                "select to_regclass(%(name)s) is not null "
+                "and has_table_privilege(to_regclass(%(name)s), 'UPDATE')",
+                {"name": _qualified(RAW_LOCK)},
+            )
+            if cur.fetchone()[0]:
+                _take(
+                    cur,
+                    RAW_LOCK,
+                    "EXCLUSIVE",
+                    timeout_s=lock_timeout_s(),
+                    what="the raw lock (ops.raw_lock)",
+                )
         yield
     finally:
-        conn.close()  # closing the session releases the lock
+        conn.close()  # ending the session ends its transaction and the lock

@@ -69,7 +69,7 @@ def test_a_transform_waits_for_a_load_in_flight_so_no_late_row_is_missed(
     late = psycopg2.connect(project.warehouse)
     try:
         with late.cursor() as cur:
-            cur.execute("select pg_advisory_xact_lock_shared(hashtext('tidewater.raw'))")
+            cur.execute("lock table ops.raw_lock in share mode")  # as a load does
             # ... other loads finish meanwhile, with later `_loaded_at` ...
             demo_app.simulate(project.source, steps=10, seed=3)
             project.invoke("load")
@@ -86,8 +86,8 @@ def test_a_transform_waits_for_a_load_in_flight_so_no_late_row_is_missed(
             for _ in range(600):
                 waiting = query(
                     project.warehouse,
-                    "select count(*) from pg_locks where locktype = 'advisory' and not granted "
-                    "and database = (select oid from pg_database where datname = current_database())",
+                    "select count(*) from pg_locks where locktype = 'relation' and not granted "
+                    "and relation = 'ops.raw_lock'::regclass",
                 )[0][0]
                 if waiting or transform.poll() is not None:
                     break
