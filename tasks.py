@@ -28,7 +28,7 @@ def _run(c: Context, command: str) -> None:
 
 
 def _pipeline_lock(c: Context, target: str, profiles_dir: str, job: str, wait: float) -> None:
-    """One pipeline run at a time (a warehouse advisory lock held by this process)."""
+    """One pipeline run at a time (a lock on ops.pipeline_lock held by this process)."""
     from tidewater.exceptions import TidewaterError
     from tidewater.lock import acquire
     from tidewater.profile import load_target

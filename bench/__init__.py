@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import psycopg2
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """The same server URL (query, e.g. ``?passfile=``, kept) for another database."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + dbname))
 
 
 def execute(dsn: str, statement: str) -> list[tuple]:

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import execute
+from bench import execute, with_dbname
 from tidewater import embedded
 
 LOADER = """
@@ -126,8 +126,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     admin = args.dsn or embedded.start().admin_dsn("postgres")
-    base = admin.rsplit("/", 1)[0]
-    source, warehouse = f"{base}/bench_app", f"{base}/bench_wh"
+    source, warehouse = with_dbname(admin, "bench_app"), with_dbname(admin, "bench_wh")
 
     import demo_app
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg2
 
-from bench import execute
+from bench import execute, with_dbname
 from tidewater import embedded
 
 PROFILE = """
@@ -94,8 +94,7 @@ def main() -> int:
     args = parser.parse_args()
     server = embedded.start()
     admin = server.admin_dsn("postgres")
-    base = admin.rsplit("/", 1)[0]
-    source, warehouse = f"{base}/benchdbt_app", f"{base}/benchdbt_wh"
+    source, warehouse = with_dbname(admin, "benchdbt_app"), with_dbname(admin, "benchdbt_wh")
     existing = {row[0] for row in execute(admin, "select datname from pg_database")}
     if args.reuse and {"benchdbt_app", "benchdbt_wh"} <= existing:
         print("reusing the demo app and warehouse of a previous run (BENCH_KEEP=1)")

@@ -12,6 +12,7 @@ import time
 
 import psycopg2
 
+from bench import with_dbname
 from tidewater import embedded
 from tidewater.runs import ensure_ops_tables
 from tidewater.status import collect_status
@@ -48,7 +49,7 @@ def main() -> int:
         cur.execute("drop database if exists bench_status with (force)")
         cur.execute("create database bench_status")
     conn.close()
-    conn = psycopg2.connect(admin.rsplit("/", 1)[0] + "/bench_status")
+    conn = psycopg2.connect(with_dbname(admin, "bench_status"))
     conn.autocommit = True
     try:
         ensure_ops_tables(conn)
