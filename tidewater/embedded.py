@@ -227,7 +227,11 @@ def _write_passwords(server: EmbeddedServer, passwords: dict[str, str]) -> None:
             f"{host}:{server.port}:*:{_passfile_field(user)}:{_passfile_field(passwords[user])}"
             for user in users
         ]
-    write_private(server.passfile, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if server.passfile.exists() and server.passfile.read_text() == text:
+        server.passfile.chmod(0o600)
+        return
+    write_private(server.passfile, text)
 
 
 def generate_password() -> str:
