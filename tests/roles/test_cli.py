@@ -118,7 +118,8 @@ tidewater:
 def test_a_redshift_target_prints_the_redshift_script(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("TIDEWATER_ETL_PASSWORD", raising=False)
+    # Set: outside the embedded server a default password is refused (see below).
+    monkeypatch.setenv("TIDEWATER_ETL_PASSWORD", "from-profile")
     (tmp_path / "profiles.yml").write_text(REDSHIFT_PROFILE)
     code, out, _ = run(capsys, "plan", "--profiles-dir", str(tmp_path))
     assert code == 0
@@ -174,10 +175,17 @@ tidewater:
     )
     monkeypatch.delenv("TIDEWATER_ETL_PASSWORD", raising=False)
     monkeypatch.delenv("TIDEWATER_ADMIN_TARGET", raising=False)
+    # Outside the embedded server, a fixed default password is refused, not used.
+    code, out, err = run(capsys, "plan", "--profiles-dir", str(tmp_path), "--prefix", prefix)
+    assert code == 1 and not out
+    assert "falls back to a fixed password because TIDEWATER_ETL_PASSWORD is unset" in err
+    assert "export TIDEWATER_ETL_PASSWORD" in err
+    monkeypatch.setenv("TIDEWATER_ETL_PASSWORD", "from-the-environment")
     code, out, _ = run(capsys, "plan", "--profiles-dir", str(tmp_path), "--prefix", prefix)
     assert code == 0
-    # The runner gets the password its dbt target logs in with (here the default).
+    # The runner gets the password its dbt target logs in with.
     assert f"CREATE ROLE {runner} LOGIN PASSWORD '***';" in out
+    assert "from-the-environment" not in out
     assert "tidewater'" not in out.replace("'***'", "")
     code, _, err = run(capsys, "plan", "--profiles-dir", str(tmp_path), "--target", "nope")
     assert code == 1 and "unknown target 'nope'" in err
