@@ -65,7 +65,7 @@ def test_load_transform_builds_marts_that_agree_with_the_source(project: Project
         project.warehouse,
         "select distinct tableowner from pg_tables where schemaname in ('raw_app', 'marts')",
     )
-    assert owners == [(project.warehouse.split("//")[1].split("@")[0],)]
+    assert owners == [(urlsplit(project.warehouse).username,)]
     jobs = query(project.warehouse, "select job, status from ops.job_runs order by started_at")
     assert jobs[-3:] == [
         ("load", "succeeded"),
