@@ -227,7 +227,6 @@ REDSHIFT_TEXT = [statement.text for statement in REDSHIFT.statements]
         "REVOKE CREATE, TEMPORARY ON DATABASE warehouse FROM PUBLIC",
         "GRANT USAGE ON SCHEMA marts TO GROUP dashboard",
         "GRANT SELECT ON ALL TABLES IN SCHEMA marts TO GROUP dashboard",
-        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA marts TO GROUP dashboard",
         "GRANT CREATE, USAGE ON SCHEMA intermediate, marts, marts_build, ops, raw_app, snapshots, staging "
         "TO GROUP etl",
         "GRANT DELETE, INSERT, SELECT, UPDATE ON ALL TABLES IN SCHEMA intermediate, marts, marts_build, ops, "

@@ -76,9 +76,10 @@ def test_patterns_match_existing_schemas_and_exact_names_win() -> None:
     [
         (
             {"roles__analyst__reed": ["marts"]},
-            "roles.analyst.reed: unknown key; allowed: database, read, sandbox, write",
+            "roles.analyst.reed: unknown key; allowed: connection_limit, database, execute, read, "
+            "sandbox, settings, write",
         ),
-        ({"rolez": {}}, "rolez: unknown key; allowed: database, pipeline_role, roles,"),
+        ({"rolez": {}}, "rolez: unknown key; allowed: database, known_roles, pipeline_role, roles,"),
         (
             {"roles__analyst__read": ["mart"]},
             "roles.analyst.read[0]: unknown schema 'mart'; declare it under schemas: or "
@@ -127,7 +128,8 @@ def test_patterns_match_existing_schemas_and_exact_names_win() -> None:
         ),
         (
             {"users__alice__password": "hunter2"},
-            "users.alice.password: unknown key; allowed: member_of, password_env",
+            "users.alice.password: unknown key; allowed: connection_limit, member_of, "
+            "password_env, settings",
         ),
         ({"users__etl": {}}, "users.etl: 'etl' is also under roles:; rename one"),
         (
