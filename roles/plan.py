@@ -194,6 +194,8 @@ def as_text(query: sql.Composable) -> str:
         value = query.wrapped
         if isinstance(value, Secret):
             return REDACTED
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
         return "'" + str(value).replace("'", "''") + "'"
     raise TypeError(f"cannot render {type(query).__name__}")
 
