@@ -171,6 +171,8 @@ REDSHIFT_TABLE_PRIVILEGES = {
     "write": ("SELECT", "INSERT", "UPDATE", "DELETE"),
 }
 REDSHIFT_DATABASE_PRIVILEGES = {"temp": "TEMPORARY", "create": "CREATE"}
+# ALTER USER … SET parameters Redshift accepts (of the spec's closed set).
+REDSHIFT_USER_SETTINGS = frozenset({"statement_timeout"})
 
 
 def quote_ident(name: str) -> str:
@@ -581,6 +583,23 @@ def render_redshift(
                 query, sql.SQL(", ").join(map(sql.Identifier, user.member_of))
             )
         statements.append(Statement(user.name, "creates", query, params))
+        limit = spec.connection_limit(user.name)
+        if limit != -1:
+            query = sql.SQL("ALTER USER {} CONNECTION LIMIT {}").format(
+                sql.Identifier(user.name), sql.Literal(limit)
+            )
+            statements.append(Statement(user.name, "changes", query))
+        for parameter, value in sorted(spec.login_settings(user.name).items()):
+            if parameter not in REDSHIFT_USER_SETTINGS:
+                notes.append(
+                    f"user {user.name}: Redshift has no per-user {parameter}; set it in a "
+                    "parameter group or WLM instead"
+                )
+                continue
+            query = sql.SQL("ALTER USER {} SET {} = {}").format(
+                sql.Identifier(user.name), sql.Identifier(parameter), sql.Literal(value)
+            )
+            statements.append(Statement(user.name, "changes", query))
 
     schemas = managed_schemas(spec, ())
     users = spec.user_names

@@ -153,9 +153,11 @@ def test_functions_in_managed_schemas_are_not_executable_by_public(
     assert f"ALTER ROUTINE raw_app.by_hand() OWNER TO {name(applied, 'etl')}" in texts
     apply_plan(admin, plan, apply=True)
     # Reading marts gives no EXECUTE: only `execute:` in the spec does.
-    with acting_as(warehouse, name(applied, "dashboard")) as cur:
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
-            cur.execute("select marts.answer()")
+    with (
+        acting_as(warehouse, name(applied, "dashboard")) as cur,
+        pytest.raises(psycopg2.errors.InsufficientPrivilege),
+    ):
+        cur.execute("select marts.answer()")
     assert plan_changes(admin, applied).is_empty
 
 
