@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from roles import generate_spec, verify
+from roles import apply_plan, generate_spec, plan_changes, verify
 from roles.__main__ import main
 from tidewater.runs import ensure_ops_tables
 
@@ -96,9 +96,14 @@ def assert_bait_did_nothing(warehouse: Warehouse, marker: Path, pwned: str, tool
 
 
 def run_every_tool(
-    warehouse: Warehouse, marker: Path, pwned: str, *, tmp_path: Path, capsys=None
+    warehouse: Warehouse, marker: Path, pwned: str, *, schema: str, tmp_path: Path
 ) -> None:
-    """verify, generate and the plan's dry run, as a library and from the command line."""
+    """verify, generate and the plan's dry run, as a library and from the command line.
+
+    Hand-made drift first, so the dry run has statements to run on the baited
+    objects (a REVOKE on every table of ``schema``, an ALTER ROLE … RESET)."""
+    warehouse.admin_query(f"grant select on all tables in schema {schema} to public")
+    warehouse.admin_query(f"alter role {warehouse.name('dashboard_bi')} set work_mem = '1GB'")
     conn = warehouse.admin()
     try:
         print("running verify as the superuser")
@@ -108,6 +113,11 @@ def run_every_tool(
         print("running generate as the superuser")
         generate_spec(conn)
         assert_bait_did_nothing(warehouse, marker, pwned, "generate")
+        plan = plan_changes(conn, warehouse.spec)
+        print("running the plan's dry run as the superuser:\n" + plan.render_text())
+        assert any(s.text.startswith("REVOKE SELECT ON TABLE") for s in plan.statements)
+        apply_plan(conn, plan, apply=False)
+        assert_bait_did_nothing(warehouse, marker, pwned, "the plan's dry run")
     finally:
         conn.close()
     profiles = write_profiles(warehouse, tmp_path)
@@ -115,7 +125,7 @@ def run_every_tool(
         print(f"running `python -m roles {command}` from the dbt profile (runs are recorded)")
         code = main([command, "--profiles-dir", str(profiles), "--prefix", warehouse.spec.prefix])
         print(f"exit status {code}")
-        assert code in (0, 2)
+        assert code == 2  # verify found the drift; the plan holds statements for it
         assert_bait_did_nothing(warehouse, marker, pwned, f"roles {command}")
 
 
@@ -171,7 +181,7 @@ def test_a_trigger_the_analyst_plants_in_their_sandbox_never_runs(
         assert_bait_did_nothing(warehouse, marker, pwned, "alice's own insert")
     finally:
         alice.close()
-    run_every_tool(warehouse, marker, pwned, tmp_path=tmp_path)
+    run_every_tool(warehouse, marker, pwned, schema=sandbox, tmp_path=tmp_path)
 
 
 def test_a_trigger_the_etl_login_plants_in_ops_never_runs(
@@ -192,7 +202,7 @@ def test_a_trigger_the_etl_login_plants_in_ops_never_runs(
         )
     finally:
         etl.close()
-    run_every_tool(warehouse, marker, pwned, tmp_path=tmp_path)
+    run_every_tool(warehouse, marker, pwned, schema="ops", tmp_path=tmp_path)
     # The command line recorded its runs (as the pipeline's login, so the trigger on
     # ops.job_runs ran with etl's rights only).
     recorded = warehouse.admin_query(
@@ -217,13 +227,14 @@ def test_a_function_planted_on_a_careless_search_path_never_runs(
         run_as(
             alice,
             "analyst_alice",
+            f"create table {sandbox}.notes (id integer)",
             f"create function {sandbox}.pg_get_userbyid(oid) returns name language plpgsql "
             f"as $bait$ begin {payload_body(marker, pwned)} "
             "return pg_catalog.pg_get_userbyid($1); end $bait$",
         )
     finally:
         alice.close()
-    run_every_tool(warehouse, marker, pwned, tmp_path=tmp_path)
+    run_every_tool(warehouse, marker, pwned, schema=sandbox, tmp_path=tmp_path)
 
 
 def test_the_probes_fire_no_statement_trigger_at_all(warehouse: Warehouse) -> None:
