@@ -14,6 +14,11 @@ The spec says who may touch each stage of the pipeline::
     users:                        # login roles; passwords only from the environment
       tidewater_etl_runner: {member_of: [etl], password_env: TIDEWATER_ETL_PASSWORD}
 
+A role may also say ``execute: [schemas]`` (EXECUTE on the functions there; reading
+gives none), ``settings:`` (``ALTER ROLE … SET`` parameters from `ROLE_SETTINGS`)
+and ``connection_limit:``; settings and limits of a role go to each of its users.
+``known_roles:`` lists unmanaged roles that are expected on the server.
+
 Validation happens in three passes, all problems reported at once: the structure
 (JSON Schema: known keys, types, closed sets), the names (lowercase identifiers, no
 quotes or semicolons, at most 63 bytes after the prefix), then the references
