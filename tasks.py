@@ -159,6 +159,7 @@ def transform(
         "apply": "apply the plan (default: print it, changing nothing)",
         "verify": "try every operation as each role and print the matrix",
         "generate": "write a spec from the existing database to this path",
+        "strict": "fail (exit 2) when the server has roles the spec does not know",
     }
 )
 def roles(
@@ -166,12 +167,13 @@ def roles(
     apply: bool = False,
     verify: bool = False,
     generate: str = "",
+    strict: bool = False,
     target: str = "",
     profiles_dir: str = "",
 ) -> None:
-    """Plan (default), apply or verify the least-privilege grants in roles/roles.yml."""
+    """Plan (default; exit 2 if not empty), apply or verify the grants in roles/roles.yml."""
     command = "plan"
-    extra = ""
+    extra = " --strict" if strict else ""
     if apply:
         command = "apply"
     if verify:

@@ -5,7 +5,9 @@ spec → inspect → diff → plan → apply: read the spec and validate it
 sorted sets (`roles.diff`); render SQL grouped by who gains or loses what
 (`roles.plan`); run the whole plan in one transaction, rolled back unless told to
 apply (`apply_plan`), so the database itself validates a dry run. `verify` then
-tries every operation as every role and compares with the spec.
+builds the allowed/denied matrix of every operation for every role from
+PostgreSQL's privilege functions (no user code ever runs with the tool's rights)
+and compares it with the spec.
 
     spec = load_spec()
     plan = plan_changes(conn, spec)

@@ -2,7 +2,13 @@
 
 Connects as the admin output of the dbt profile (``<target>_admin``, or
 ``TIDEWATER_ADMIN_TARGET``) unless ``--dsn`` names a connection. Exit status: 0 when
-done, 1 on an error (one line on stderr), 2 when verify finds differences.
+done (for plan: nothing to do), 1 on an error (one line on stderr), 2 on drift: a plan
+that is not empty (like ``terraform plan -detailed-exitcode``), verify finding
+differences, or, with ``--strict``, roles on the server the spec does not know.
+
+The run is recorded in ``ops.job_runs`` as the profile's own (pipeline) login, never
+as the admin: a table in ``ops`` belongs to etl, and a trigger etl put on it must
+not run with the admin's rights.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix every role and user name (default: TIDEWATER_ROLE_PREFIX)",
     )
     parser.add_argument("--output", type=Path, help="generate: write here instead of stdout")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="plan, verify: fail (exit 2) when the server has roles the spec does not know",
+    )
     return parser
 
 
@@ -62,10 +74,21 @@ def _targets(args: argparse.Namespace) -> tuple[Target, Target]:
 
 
 @contextmanager
-def _recorded(where: Target | str, command: str) -> Iterator[JobRun]:
-    """Record the outcome of a plan, apply or verify in ops.job_runs (as every job is)."""
+def _recorded(recorder: Target | None, command: str) -> Iterator[JobRun]:
+    """Record the outcome of a plan, apply or verify in ops.job_runs (as every job is),
+    connected as the pipeline's login; unrecorded with ``--dsn`` or before that login
+    can connect (the first apply creates it)."""
+    if recorder is None:
+        yield JobRun(run_id="", job=f"roles {command}", started_at=datetime.now(UTC))
+        return
+    try:
+        probe = connect(recorder, what="the warehouse (to record the run)")
+    except TidewaterError:
+        yield JobRun(run_id="", job=f"roles {command}", started_at=datetime.now(UTC))
+        return
+    probe.close()
     with record_job(
-        lambda: connect(where, what="the warehouse (as admin)", application_name="tidewater-roles"),
+        lambda: connect(recorder, what="the warehouse", application_name="tidewater-roles"),
         f"roles {command}",
         create=False,
     ) as run:
@@ -75,12 +98,14 @@ def _recorded(where: Target | str, command: str) -> Iterator[JobRun]:
 def run(args: argparse.Namespace) -> int:
     command: Command = args.command
     fallback: dict[str, str] = {}
+    recorder: Target | None = None
     if args.dsn:
         where: Target | str = args.dsn
         kind = "postgres"
     else:
         target, admin = _targets(args)
         where, kind = admin, admin.type
+        recorder = target if target.user != admin.user else None
         if target.password:
             # The dbt profile's user gets the password dbt will log in with.
             fallback[target.user] = target.password
@@ -117,9 +142,9 @@ def run(args: argparse.Namespace) -> int:
 
     conn = connect(where, what="the warehouse (as admin)")
     try:
-        with _recorded(where, command) as record:
+        with _recorded(recorder, command) as record:
             if command == "verify":
-                result = verify(conn, spec)
+                result = verify(conn, spec, strict=args.strict)
                 sys.stdout.write(result.render_text())
                 record.details = {"violations": len(result.violations)}
                 if result.violations:
@@ -132,16 +157,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     sys.stdout.write(plan.render_text())
+    unknown = args.strict and bool(plan.unknown_roles)
+    if unknown:
+        print(
+            f"-- strict: {len(plan.unknown_roles)} role(s) on the server are not in the spec "
+            "(listed above); drop them, add them, or list them under known_roles:"
+        )
     if plan.is_empty:
-        return 0
+        return EXIT_VIOLATIONS if unknown else 0
     if command == "apply":
         print(f"-- applied: {len(plan.statements)} statements committed.")
-    else:
-        print(
-            "-- dry run: the database accepted every statement and rolled back; "
-            "nothing changed. Run `python -m roles apply` to apply."
-        )
-    return 0
+        return EXIT_VIOLATIONS if unknown else 0
+    print(
+        "-- dry run: the database accepted every statement and rolled back; "
+        "nothing changed. Run `python -m roles apply` to apply."
+    )
+    return EXIT_VIOLATIONS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,10 +14,17 @@ The model, in short:
 * Every object gets the writers' and readers' privileges explicitly, and every
   creator gets default privileges saying the same for what it creates next, so a
   table dbt drops and recreates, or a new raw table, is readable at once.
+* Functions are executable by the schema's writers and by the roles whose
+  ``execute:`` names the schema; reading a schema gives no EXECUTE (a
+  ``SECURITY DEFINER`` function runs with its owner's rights).
 * PUBLIC gets nothing in managed schemas (no EXECUTE on functions, also for future
-  functions), nothing on the database, and no CREATE on schema ``public``.
+  functions), nothing on the database, and no CREATE on schema ``public``; managed
+  roles get nothing granted directly on schema ``public``.
+* Every managed role carries exactly the ``ALTER ROLE … SET`` settings and the
+  connection limit the spec gives it (none and -1 unless it says so).
 * Privileges of managed roles (or PUBLIC) that the spec does not imply are revoked;
   privileges of other roles, and objects outside managed schemas, are only reported.
+  Roles the spec does not know are reported (``Changes.unknown_roles``).
 """
 
 from __future__ import annotations
@@ -40,10 +47,12 @@ SEQUENCE_PRIVILEGES: dict[Level, frozenset[str]] = {
     "read": frozenset({"SELECT"}),
     "write": frozenset({"USAGE", "SELECT", "UPDATE"}),
 }
+# Readers get no EXECUTE from their level; only `execute:` in the spec gives it.
 FUNCTION_PRIVILEGES: dict[Level, frozenset[str]] = {
-    "read": frozenset({"EXECUTE"}),
+    "read": frozenset(),
     "write": frozenset({"EXECUTE"}),
 }
+EXECUTE_PRIVILEGES = frozenset({"EXECUTE"})
 SCHEMA_PRIVILEGES: dict[Level, frozenset[str]] = {
     "read": frozenset({"USAGE"}),
     "write": frozenset({"USAGE", "CREATE"}),
@@ -88,6 +97,7 @@ class SchemaAccess:
     readers: frozenset[str]  # roles with read (and not write)
     creators: frozenset[str]  # may create, so may own objects: writers and their users
     declared: bool = True  # False: matched by a pattern, never created
+    executors: frozenset[str] = frozenset()  # readers with `execute:` on the schema
 
     def level(self, role: str) -> Level | None:
         if role in self.writers:
@@ -95,6 +105,15 @@ class SchemaAccess:
         if role in self.readers:
             return "read"
         return None
+
+    def privileges(self, role: str, objtype: DefaultObjectType) -> frozenset[str]:
+        """What ``role`` gets on an object of this kind in the schema (not as owner)."""
+        level = self.level(role)
+        if level is None:
+            return frozenset()
+        if objtype == "functions" and role in self.executors:
+            return EXECUTE_PRIVILEGES
+        return OBJECT_PRIVILEGES[objtype][level]
 
 
 def schema_access(spec: Spec, schema: str) -> SchemaAccess:
@@ -112,6 +131,7 @@ def schema_access(spec: Spec, schema: str) -> SchemaAccess:
             readers.add(role.name)
     creators = set(writers)
     creators.update(user.name for user in spec.users if writers.intersection(user.member_of))
+    executors = {role.name for role in spec.roles if role.may_execute(schema)}
     return SchemaAccess(
         schema=schema,
         owner=entry.owner,
@@ -120,6 +140,7 @@ def schema_access(spec: Spec, schema: str) -> SchemaAccess:
         readers=frozenset(readers - writers),
         creators=frozenset(creators),
         declared=not entry.is_pattern,
+        executors=frozenset(executors & (writers | readers)),
     )
 
 
@@ -146,10 +167,8 @@ def default_grants_for(access: SchemaAccess) -> frozenset[DefaultGrant]:
         for grantee in access.writers | access.readers:
             if grantee == creator:
                 continue
-            level = access.level(grantee)
-            assert level is not None
-            for objtype, levels in OBJECT_PRIVILEGES.items():
-                for privilege in levels[level]:
+            for objtype in OBJECT_PRIVILEGES:
+                for privilege in access.privileges(grantee, objtype):
                     wanted.add(DefaultGrant(creator, access.schema, objtype, grantee, privilege))
     return frozenset(wanted)
 
@@ -166,6 +185,8 @@ class Desired:
     grants: frozenset[Grant]
     default_grants: frozenset[DefaultGrant]
     passwords: Mapping[str, DesiredPassword] = field(default_factory=dict)
+    settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    connection_limits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def creators(self) -> frozenset[str]:
@@ -212,12 +233,11 @@ def desired_state(
             "functions" if kind == "function" else "sequences" if kind == "sequence" else "tables"
         )
         for grantee in access.writers | access.readers:
-            level = access.level(grantee)
-            if grantee == owner or level is None:
+            if grantee == owner:
                 continue
             grants.update(
                 Grant(kind, schema, name, grantee, privilege, detail)  # type: ignore[arg-type]
-                for privilege in OBJECT_PRIVILEGES[objtype][level]
+                for privilege in access.privileges(grantee, objtype)
             )
 
     for relation in snapshot.relations:
@@ -240,6 +260,8 @@ def desired_state(
         grants=frozenset(grants),
         default_grants=frozenset(default_grants),
         passwords=dict(passwords or {}),
+        settings={name: spec.login_settings(name) for name in roles},
+        connection_limits={name: spec.connection_limit(name) for name in roles},
     )
 
 
@@ -250,6 +272,33 @@ class RoleChange:
     name: str
     create: bool
     attributes: tuple[RoleAttribute, ...]
+
+
+@dataclass(frozen=True, order=True)
+class SettingChange:
+    """``ALTER ROLE role [IN DATABASE database] SET parameter = value`` (or RESET, when
+    ``value`` is None)."""
+
+    role: str
+    parameter: str
+    value: str | None
+    old_value: str | None
+    database: str = ""  # set only for ALTER ROLE … IN DATABASE (always reset)
+
+
+@dataclass(frozen=True, order=True)
+class UnknownRole:
+    """A role on the server the spec neither manages nor lists under ``known_roles``."""
+
+    name: str
+    attributes: tuple[str, ...]  # LOGIN, SUPERUSER, CREATEROLE, ...
+
+    def describe(self) -> str:
+        shown = f" ({' '.join(self.attributes)})" if self.attributes else ""
+        return (
+            f"role {self.name}{shown} is not in the spec; drop it, add it to the spec, or "
+            "list it under known_roles:"
+        )
 
 
 @dataclass(frozen=True)
@@ -289,7 +338,10 @@ class Changes:
     revokes: tuple[Grant, ...] = ()
     default_grants: tuple[DefaultGrant, ...] = ()
     default_revokes: tuple[DefaultGrant, ...] = ()
+    settings: tuple[SettingChange, ...] = ()
+    connection_limits: tuple[tuple[str, int], ...] = ()  # (role, limit)
     notes: tuple[str, ...] = ()
+    unknown_roles: tuple[UnknownRole, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -306,6 +358,8 @@ class Changes:
                 self.revokes,
                 self.default_grants,
                 self.default_revokes,
+                self.settings,
+                self.connection_limits,
             )
         )
 
@@ -397,6 +451,12 @@ def _grant_scope(spec: Spec, desired: Desired, snapshot: Snapshot) -> tuple[set[
             if grant.kind == "schema" and grant.schema == "public" and grant.grantee == PUBLIC:
                 if grant.privilege == "CREATE":
                     in_scope.add(grant)
+            elif (
+                grant.kind == "schema"
+                and grant.schema == "public"
+                and (grant.grantee in spec.managed_names)
+            ):
+                in_scope.add(grant)  # managed roles get nothing directly on public
             elif grant.grantee in spec.managed_names:
                 outside[grant.schema].add(grant.grantee)
             continue
@@ -481,6 +541,57 @@ def _owner_changes(desired: Desired, snapshot: Snapshot) -> list[OwnerChange]:
     return sorted(changes)
 
 
+ROLE_ATTRIBUTE_NAMES = (
+    ("login", "LOGIN"),
+    ("superuser", "SUPERUSER"),
+    ("createrole", "CREATEROLE"),
+    ("createdb", "CREATEDB"),
+    ("replication", "REPLICATION"),
+    ("bypassrls", "BYPASSRLS"),
+)
+
+
+def unknown_roles(spec: Spec, snapshot: Snapshot) -> list[UnknownRole]:
+    """Roles on the server that the spec does not know: not managed, not under
+    ``known_roles:``, not built in (``pg_*``) and not the role running the tool."""
+    found = []
+    for name, state in sorted(snapshot.roles.items()):
+        if (
+            name in spec.managed_names
+            or name.startswith("pg_")
+            or name == snapshot.current_user
+            or spec.is_known(name)
+        ):
+            continue
+        attributes = tuple(
+            word for field_name, word in ROLE_ATTRIBUTE_NAMES if getattr(state, field_name)
+        )
+        found.append(UnknownRole(name, attributes))
+    return found
+
+
+def _setting_changes(
+    desired: Desired, snapshot: Snapshot
+) -> tuple[list[SettingChange], list[tuple[str, int]]]:
+    settings: list[SettingChange] = []
+    limits: list[tuple[str, int]] = []
+    for name, wanted in sorted(desired.settings.items()):
+        actual = snapshot.settings.get(name, {})
+        for parameter in sorted(set(wanted) | set(actual)):
+            if wanted.get(parameter) != actual.get(parameter):
+                settings.append(
+                    SettingChange(name, parameter, wanted.get(parameter), actual.get(parameter))
+                )
+        # ALTER ROLE … IN DATABASE … SET overrides the role's own; the spec sets none.
+        for parameter, value in sorted(snapshot.database_settings.get(name, {}).items()):
+            settings.append(SettingChange(name, parameter, None, value, desired.database))
+        state = snapshot.roles.get(name)
+        limit = desired.connection_limits.get(name, -1)
+        if (state.connection_limit if state else -1) != limit:
+            limits.append((name, limit))
+    return settings, limits
+
+
 def diff(spec: Spec, desired: Desired, snapshot: Snapshot) -> Changes:
     """Compare desired and actual state; every list comes back sorted."""
     create_roles, alter_roles, passwords, notes = _role_changes(desired, snapshot)
@@ -498,6 +609,7 @@ def diff(spec: Spec, desired: Desired, snapshot: Snapshot) -> Changes:
         for schema, access in desired.schemas.items()
         if schema not in snapshot.schemas
     )
+    settings, limits = _setting_changes(desired, snapshot)
     return Changes(
         database=desired.database,
         server_version=snapshot.server_version,
@@ -512,5 +624,26 @@ def diff(spec: Spec, desired: Desired, snapshot: Snapshot) -> Changes:
         revokes=tuple(sorted(actual_grants - desired.grants)),
         default_grants=tuple(sorted(desired.default_grants - actual_defaults)),
         default_revokes=tuple(sorted(actual_defaults - desired.default_grants)),
-        notes=tuple(notes + unmanaged_schemas + grant_notes + default_notes),
+        settings=tuple(settings),
+        connection_limits=tuple(limits),
+        notes=tuple(
+            notes
+            + unmanaged_schemas
+            + grant_notes
+            + default_notes
+            + security_definer_notes(desired, snapshot)
+        ),
+        unknown_roles=tuple(unknown_roles(spec, snapshot)),
     )
+
+
+def security_definer_notes(desired: Desired, snapshot: Snapshot) -> list[str]:
+    """SECURITY DEFINER functions in managed schemas: they run with their owner's rights,
+    so whoever may execute one acts as its owner."""
+    return [
+        f"function {function.schema}.{function.name}({function.args}) is SECURITY DEFINER "
+        f"(runs as {function.owner}); only its owner and the roles the spec lets execute "
+        f"in {function.schema} may call it"
+        for function in snapshot.functions
+        if function.security_definer and function.schema in desired.schemas
+    ]

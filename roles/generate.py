@@ -50,8 +50,12 @@ def spec_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
         if not role.login and not role.superuser and not name.startswith("pg_")
     }
     levels: dict[str, dict[str, str]] = defaultdict(dict)
+    executes: dict[str, set[str]] = defaultdict(set)
     for grant in snapshot.grants:
         if grant.schema not in schemas or grant.grantee not in groups:
+            continue
+        if grant.kind == "function":
+            executes[grant.grantee].add(grant.schema)  # kept below if it only reads there
             continue
         level = "write" if grant.privilege in WRITE_PRIVILEGES else "read"
         if levels[grant.grantee].get(grant.schema) != "write":
@@ -77,6 +81,9 @@ def spec_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
             )
             if listed:
                 entry[level] = listed
+        executed = sorted(schema for schema in executes[name] if levels[name].get(schema) == "read")
+        if executed:
+            entry["execute"] = executed
         privileges = database[name] | database.get(PUBLIC, set())
         entry["database"] = [p for p in ("connect", "temp", "create") if p in privileges]
         if any(
@@ -94,6 +101,10 @@ def spec_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
             )
     for name, entry in users.items():
         entry["password_env"] = f"{name.upper()}_PASSWORD"
+        if snapshot.settings.get(name):
+            entry["settings"] = dict(sorted(snapshot.settings[name].items()))
+        if snapshot.roles[name].connection_limit != -1:
+            entry["connection_limit"] = snapshot.roles[name].connection_limit
     pipeline = Counter(
         owner for schema, owner in schemas.items() if _stage(schema) != "other" and owner in roles
     )

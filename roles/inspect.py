@@ -39,9 +39,25 @@ where d.datname = current_database()
 
 ROLES_QUERY = """
 select rolname, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolreplication,
-    rolbypassrls, rolinherit
-from pg_roles
+    rolbypassrls, rolinherit, rolconnlimit
+from pg_catalog.pg_roles
 """
+
+# ALTER ROLE … SET (every database, setdatabase 0) and ALTER ROLE … IN DATABASE … SET
+# for this database; "name=value" items.
+ROLE_SETTINGS_QUERY = """
+select pg_catalog.pg_get_userbyid(s.setrole), s.setdatabase <> 0, s.setconfig
+from pg_catalog.pg_db_role_setting as s
+where s.setrole <> 0
+    and (s.setdatabase = 0 or s.setdatabase = (
+        select d.oid from pg_catalog.pg_database as d where d.datname = current_database()
+    ))
+"""
+
+# Commands the tool's own sessions run first: names resolve in pg_catalog only, so
+# nothing a user creates (a table, view, function or operator in a schema they can
+# write) can stand in for a catalog object while a superuser reads the catalog.
+SAFE_SEARCH_PATH = "pg_catalog, pg_temp"
 
 # Superusers only: the stored password verifier, to tell whether it must change.
 PASSWORDS_QUERY = "select rolname, rolpassword from pg_authid"
@@ -121,7 +137,7 @@ _FUNCTION_FILTER = f"""{SYSTEM_SCHEMA_FILTER}
 
 FUNCTIONS_QUERY = f"""
 select n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), p.prokind::text,
-    pg_get_userbyid(p.proowner)
+    pg_get_userbyid(p.proowner), p.prosecdef
 from pg_proc as p
 join pg_namespace as n on n.oid = p.pronamespace
 where {_FUNCTION_FILTER}
@@ -210,6 +226,7 @@ class RoleState:
     replication: bool = False
     bypassrls: bool = False
     inherit: bool = True
+    connection_limit: int = -1
     password: str | None = None
     password_known: bool = False
 
@@ -234,6 +251,7 @@ class Function:
     args: str
     prokind: str
     owner: str
+    security_definer: bool = False
 
 
 @dataclass(frozen=True)
@@ -252,6 +270,10 @@ class Snapshot:
     functions: tuple[Function, ...] = ()
     grants: frozenset[Grant] = frozenset()
     default_grants: frozenset[DefaultGrant] = frozenset()
+    # role -> parameter -> value, from ALTER ROLE … SET (every database) and
+    # ALTER ROLE … IN DATABASE <this one> SET.
+    settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    database_settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def superusers(self) -> frozenset[str]:
@@ -276,9 +298,11 @@ def _grants(
 def inspect(conn: psycopg2.extensions.connection) -> Snapshot:
     """Read the catalog of the connected database into a `Snapshot`.
 
-    The reads share one transaction, rolled back at the end (nothing is written).
+    The reads share one transaction, rolled back at the end (nothing is written),
+    with ``search_path`` set to pg_catalog only (see `guard_session`).
     """
     with conn.cursor() as cur:
+        guard_session(cur)
         cur.execute(SERVER_QUERY)
         database, database_owner, current_user, is_superuser, version = cur.fetchone()
 
@@ -326,6 +350,15 @@ def inspect(conn: psycopg2.extensions.connection) -> Snapshot:
         for schema, name, args, grantee, privilege, grantable in cur.fetchall():
             grants += _grants("function", schema, name, grantee, privilege, grantable, args)
 
+        settings: dict[str, dict[str, str]] = {}
+        database_settings: dict[str, dict[str, str]] = {}
+        cur.execute(ROLE_SETTINGS_QUERY)
+        for role, in_database, items in cur.fetchall():
+            into = database_settings if in_database else settings
+            for item in items or ():
+                key, _, value = item.partition("=")
+                into.setdefault(role, {})[key] = value
+
         cur.execute(DEFAULT_GRANTS_QUERY)
         default_grants = set()
         for for_role, schema, objtype, grantee, privilege, grantable in cur.fetchall():
@@ -350,4 +383,14 @@ def inspect(conn: psycopg2.extensions.connection) -> Snapshot:
         functions=functions,
         grants=frozenset(grants),
         default_grants=frozenset(default_grants),
+        settings=settings,
+        database_settings=database_settings,
     )
+
+
+def guard_session(cur: psycopg2.extensions.cursor) -> None:
+    """Resolve names in pg_catalog only, for this transaction (or the session, when the
+    connection is in autocommit): a superuser session must not find a user's table,
+    view, function or operator where it expects a catalog object."""
+    local = not cur.connection.autocommit
+    cur.execute("select pg_catalog.set_config('search_path', %s, %s)", (SAFE_SEARCH_PATH, local))

@@ -16,10 +16,11 @@ from typing import Any, Literal
 from psycopg2 import sql
 
 from roles.diff import (
-    FUNCTION_PRIVILEGES,
     SCHEMA_PRIVILEGES,
     Changes,
     OwnerChange,
+    SettingChange,
+    UnknownRole,
     managed_schemas,
 )
 from roles.inspect import PUBLIC, DefaultGrant, Grant, Membership
@@ -170,6 +171,8 @@ REDSHIFT_TABLE_PRIVILEGES = {
     "write": ("SELECT", "INSERT", "UPDATE", "DELETE"),
 }
 REDSHIFT_DATABASE_PRIVILEGES = {"temp": "TEMPORARY", "create": "CREATE"}
+# ALTER USER … SET parameters Redshift accepts (of the spec's closed set).
+REDSHIFT_USER_SETTINGS = frozenset({"statement_timeout"})
 
 
 def quote_ident(name: str) -> str:
@@ -193,6 +196,8 @@ def as_text(query: sql.Composable) -> str:
         value = query.wrapped
         if isinstance(value, Secret):
             return REDACTED
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
         return "'" + str(value).replace("'", "''") + "'"
     raise TypeError(f"cannot render {type(query).__name__}")
 
@@ -222,6 +227,7 @@ class Plan:
     notes: tuple[str, ...] = ()
     database: str = ""
     dialect: Dialect = "postgres"
+    unknown_roles: tuple[UnknownRole, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -254,6 +260,11 @@ class Plan:
         if self.notes:
             lines.append("")
             lines.extend(f"-- note: {note}" for note in self.notes)
+        if self.unknown_roles:
+            lines.append("")
+            for role in self.unknown_roles:
+                level = "WARNING" if "SUPERUSER" in role.attributes else "unknown"
+                lines.append(f"-- {level}: {role.describe()}")
         return "\n".join(lines) + "\n"
 
 
@@ -460,6 +471,20 @@ def _owner_statement(change: OwnerChange) -> Statement:
     return Statement(change.new_owner, "gains", query)
 
 
+def _setting_statement(change: SettingChange) -> Statement:
+    role = sql.Identifier(change.role)
+    if change.database:
+        role = sql.SQL("{} IN DATABASE {}").format(role, sql.Identifier(change.database))
+    parameter = sql.Identifier(change.parameter)
+    if change.value is None:
+        query = sql.SQL("ALTER ROLE {} RESET {}").format(role, parameter)
+    else:
+        query = sql.SQL("ALTER ROLE {} SET {} = {}").format(
+            role, parameter, sql.Literal(change.value)
+        )
+    return Statement(change.role, "changes", query)
+
+
 def _membership_statement(membership: Membership, *, revoke: bool, version: int) -> Statement:
     role, member = sql.Identifier(membership.role), sql.Identifier(membership.member)
     if revoke:
@@ -493,6 +518,12 @@ def render_postgres(changes: Changes) -> Plan:
         query = sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user), sql.Placeholder())
         verifier = Secret(scram_verifier(change.secret.reveal()))
         statements.append(Statement(user, "changes", query, (verifier,)))
+    for name, limit in changes.connection_limits:
+        query = sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+            sql.Identifier(name), sql.Literal(int(limit))
+        )
+        statements.append(Statement(name, "changes", query))
+    statements += [_setting_statement(change) for change in changes.settings]
     version = changes.server_version
     statements += [
         _membership_statement(m, revoke=True, version=version) for m in changes.revoke_memberships
@@ -512,7 +543,9 @@ def render_postgres(changes: Changes) -> Plan:
         _without_covered_options(changes.default_revokes), revoke=True
     )
     statements += _default_statements(changes.default_grants, revoke=False)
-    return Plan(tuple(statements), changes.notes, changes.database, "postgres")
+    return Plan(
+        tuple(statements), changes.notes, changes.database, "postgres", changes.unknown_roles
+    )
 
 
 def render_redshift(
@@ -550,6 +583,23 @@ def render_redshift(
                 query, sql.SQL(", ").join(map(sql.Identifier, user.member_of))
             )
         statements.append(Statement(user.name, "creates", query, params))
+        limit = spec.connection_limit(user.name)
+        if limit != -1:
+            query = sql.SQL("ALTER USER {} CONNECTION LIMIT {}").format(
+                sql.Identifier(user.name), sql.Literal(limit)
+            )
+            statements.append(Statement(user.name, "changes", query))
+        for parameter, value in sorted(spec.login_settings(user.name).items()):
+            if parameter not in REDSHIFT_USER_SETTINGS:
+                notes.append(
+                    f"user {user.name}: Redshift has no per-user {parameter}; set it in a "
+                    "parameter group or WLM instead"
+                )
+                continue
+            query = sql.SQL("ALTER USER {} SET {} = {}").format(
+                sql.Identifier(user.name), sql.Identifier(parameter), sql.Literal(value)
+            )
+            statements.append(Statement(user.name, "changes", query))
 
     schemas = managed_schemas(spec, ())
     users = spec.user_names
@@ -580,6 +630,7 @@ def render_redshift(
 
     # (grantee, level) -> schemas, so each grant statement lists every schema it covers.
     levels: dict[tuple[str, str], list[str]] = defaultdict(list)
+    executes: dict[str, list[str]] = defaultdict(list)
     defaults: list[DefaultGrant] = []
     for schema, access in schemas.items():
         grantees = sorted((access.writers | access.readers) - users)
@@ -587,6 +638,8 @@ def render_redshift(
             level = access.level(grantee)
             assert level is not None
             levels[(grantee, level)].append(schema)
+            if access.privileges(grantee, "functions"):
+                executes[grantee].append(schema)
         creators = sorted(access.creators & users)
         if not creators:
             notes.append(f"schema {schema}: no user can create there; no default privileges")
@@ -596,7 +649,7 @@ def render_redshift(
                 assert level is not None
                 for objtype, privileges in (
                     ("tables", REDSHIFT_TABLE_PRIVILEGES[level]),
-                    ("functions", FUNCTION_PRIVILEGES[level]),
+                    ("functions", access.privileges(grantee, "functions")),
                 ):
                     defaults += [
                         DefaultGrant(creator, schema, objtype, grantee, privilege)  # type: ignore[arg-type]
@@ -608,10 +661,14 @@ def render_redshift(
         for template, privileges in (
             ("GRANT {} ON SCHEMA {} TO {}", SCHEMA_PRIVILEGES[level]),
             ("GRANT {} ON ALL TABLES IN SCHEMA {} TO {}", REDSHIFT_TABLE_PRIVILEGES[level]),
-            ("GRANT {} ON ALL FUNCTIONS IN SCHEMA {} TO {}", FUNCTION_PRIVILEGES[level]),
         ):
             query = sql.SQL(template).format(_privileges(privileges), listed, who)
             statements.append(Statement(grantee, "gains", query))
+    for grantee, in_schemas in sorted(executes.items()):
+        query = sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, in_schemas)), _grantee(grantee, redshift=True)
+        )
+        statements.append(Statement(grantee, "gains", query))
     statements += _default_statements(defaults, revoke=False, redshift=True)
     creators = sorted(set().union(*(a.creators for a in schemas.values())) & users)
     statements += _default_statements(

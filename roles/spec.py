@@ -14,6 +14,11 @@ The spec says who may touch each stage of the pipeline::
     users:                        # login roles; passwords only from the environment
       tidewater_etl_runner: {member_of: [etl], password_env: TIDEWATER_ETL_PASSWORD}
 
+A role may also say ``execute: [schemas]`` (EXECUTE on the functions there; reading
+gives none), ``settings:`` (``ALTER ROLE … SET`` parameters from `ROLE_SETTINGS`)
+and ``connection_limit:``; settings and limits of a role go to each of its users.
+``known_roles:`` lists unmanaged roles that are expected on the server.
+
 Validation happens in three passes, all problems reported at once: the structure
 (JSON Schema: known keys, types, closed sets), the names (lowercase identifiers, no
 quotes or semicolons, at most 63 bytes after the prefix), then the references
@@ -26,7 +31,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -59,6 +64,32 @@ DEFAULT_PIPELINE_ROLE = "etl"
 _NAMES = {"type": "string", "description": "a schema name or pattern"}
 _NAME_LIST = {"type": "array", "items": _NAMES, "description": "a list of schema names"}
 
+# Per-login settings the spec may set with ``ALTER ROLE … SET``: limits that keep one
+# session from hurting the others. A closed set, so a typo is an error, not a no-op.
+ROLE_SETTINGS: tuple[str, ...] = (
+    "statement_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "lock_timeout",
+    "work_mem",
+    "temp_file_limit",
+    "default_transaction_read_only",
+)
+_SETTINGS = {
+    "type": "object",
+    "description": "a mapping of setting to value",
+    "propertyNames": {"enum": list(ROLE_SETTINGS)},
+    "additionalProperties": {
+        "type": ["string", "integer", "boolean"],
+        "description": "a value such as 60s, 5min or 64MB",
+    },
+}
+_CONNECTION_LIMIT = {
+    "type": "integer",
+    "minimum": -1,
+    "description": "a number of connections (-1: no limit)",
+}
+
 SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -67,6 +98,11 @@ SPEC_SCHEMA: dict[str, Any] = {
         "version": {"enum": [1]},
         "database": {"type": "string", "description": "a database name"},
         "pipeline_role": {"type": "string", "description": "the name of a role under roles:"},
+        "known_roles": {
+            "type": "array",
+            "description": "a list of role names or patterns",
+            "items": {"type": "string", "description": "a role name or pattern"},
+        },
         "schemas": {
             "type": "object",
             "description": "a mapping of schema name to {owner, stage}",
@@ -86,11 +122,14 @@ SPEC_SCHEMA: dict[str, Any] = {
             "description": "a mapping of role name to its privileges",
             "additionalProperties": {
                 "type": ["object", "null"],
-                "description": "a mapping with read, write, database, sandbox",
+                "description": "a mapping with read, write, execute, database, sandbox",
                 "additionalProperties": False,
                 "properties": {
                     "read": _NAME_LIST,
                     "write": _NAME_LIST,
+                    "execute": _NAME_LIST,
+                    "settings": _SETTINGS,
+                    "connection_limit": _CONNECTION_LIMIT,
                     "database": {
                         "type": "array",
                         "description": "a list of database privileges",
@@ -117,6 +156,8 @@ SPEC_SCHEMA: dict[str, Any] = {
                         "type": "string",
                         "description": "the name of an environment variable",
                     },
+                    "settings": _SETTINGS,
+                    "connection_limit": _CONNECTION_LIMIT,
                 },
             },
         },
@@ -149,6 +190,12 @@ class RoleSpec:
     write: tuple[str, ...] = ()
     database: tuple[DatabasePrivilege, ...] = ("connect",)
     sandbox: bool = False
+    execute: tuple[str, ...] = ()  # schemas whose functions this role may execute
+    settings: Mapping[str, str] = field(default_factory=dict)  # for each member user
+    connection_limit: int | None = None  # for each member user
+
+    def may_execute(self, schema: str) -> bool:
+        return any(schema_matches(entry, schema) for entry in self.execute)
 
     def level(self, schema: str) -> Level | None:
         """The access this role has in a schema, from its own entries."""
@@ -166,6 +213,8 @@ class UserSpec:
     name: str
     member_of: tuple[str, ...] = ()
     password_env: str | None = None
+    settings: Mapping[str, str] = field(default_factory=dict)  # its own, over its groups'
+    connection_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +228,41 @@ class Spec:
     pipeline_role: str = DEFAULT_PIPELINE_ROLE
     database: str | None = None
     prefix: str = ""
+    known_roles: tuple[str, ...] = ()  # unmanaged roles that may exist (names or patterns)
+
+    def is_known(self, role: str) -> bool:
+        """Whether an unmanaged role is expected (listed under ``known_roles:``)."""
+        return any(schema_matches(entry, role) for entry in self.known_roles)
+
+    def login_settings(self, name: str) -> dict[str, str]:
+        """The ``ALTER ROLE … SET`` parameters a managed role should carry.
+
+        PostgreSQL applies only the settings of the role that logs in, so a group
+        role's ``settings:`` are given to each of its users (the user's own win) and
+        the group role itself carries none.
+        """
+        if name not in self.user_names:
+            return {}
+        user = self.user(name)
+        merged: dict[str, str] = {}
+        for group in user.member_of:
+            merged.update(self.role(group).settings)
+        merged.update(user.settings)
+        return merged
+
+    def connection_limit(self, name: str) -> int:
+        """The connection limit of a managed role; -1 (none) unless the spec sets one."""
+        if name not in self.user_names:
+            return -1
+        user = self.user(name)
+        if user.connection_limit is not None:
+            return user.connection_limit
+        limits = [
+            self.role(group).connection_limit
+            for group in user.member_of
+            if self.role(group).connection_limit is not None
+        ]
+        return min(limits) if limits else -1  # type: ignore[type-var]
 
     @property
     def role_names(self) -> frozenset[str]:
@@ -378,6 +462,9 @@ def _build(data: Mapping[str, Any], path: Path, prefix: str) -> Spec:
             write=tuple((entry or {}).get("write") or ()),
             database=tuple((entry or {}).get("database", ["connect"])),
             sandbox=bool((entry or {}).get("sandbox", False)),
+            execute=tuple((entry or {}).get("execute") or ()),
+            settings=_settings((entry or {}).get("settings")),
+            connection_limit=(entry or {}).get("connection_limit"),
         )
         for name, entry in sorted(data["roles"].items())
     )
@@ -386,6 +473,8 @@ def _build(data: Mapping[str, Any], path: Path, prefix: str) -> Spec:
             name=named(str(name)),
             member_of=tuple(sorted(named(str(role)) for role in entry.get("member_of") or ())),
             password_env=entry.get("password_env"),
+            settings=_settings(entry.get("settings")),
+            connection_limit=entry.get("connection_limit"),
         )
         for name, entry in sorted((data.get("users") or {}).items())
     )
@@ -397,7 +486,19 @@ def _build(data: Mapping[str, Any], path: Path, prefix: str) -> Spec:
         pipeline_role=named(str(data.get("pipeline_role", DEFAULT_PIPELINE_ROLE))),
         database=data.get("database"),
         prefix=prefix,
+        known_roles=tuple(data.get("known_roles") or ()),
     )
+
+
+def setting_text(value: Any) -> str:
+    """A setting as PostgreSQL stores it in pg_db_role_setting (YAML true is ``on``)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _settings(entry: Mapping[str, Any] | None) -> dict[str, str]:
+    return {key: setting_text(value) for key, value in sorted((entry or {}).items())}
 
 
 def _known_schema(spec: Spec, entry: str) -> bool:
@@ -438,6 +539,13 @@ def _reference_problems(spec: Spec, prefix: str) -> list[str]:
                         f"roles.{bare(role.name)}.{level}[{index}]: unknown schema {entry!r}; "
                         f"declare it under schemas: or choose one of: {schema_hint}"
                     )
+        for index, entry in enumerate(role.execute):
+            covered = [*role.read, *role.write]
+            if not any(schema_matches(other, entry) or other == entry for other in covered):
+                problems.append(
+                    f"roles.{bare(role.name)}.execute[{index}]: {entry!r} is not under its read "
+                    "or write; executing a function needs the schema, so add it there too"
+                )
         for entry in sorted(set(role.read) & set(role.write)):
             problems.append(
                 f"roles.{bare(role.name)}: {entry!r} is under both read and write; "
@@ -450,6 +558,20 @@ def _reference_problems(spec: Spec, prefix: str) -> list[str]:
                     f"users.{bare(user.name)}.member_of[{index}]: unknown role {bare(group)!r}; "
                     f"choose one of: {roles_hint}"
                 )
+        groups = [spec.role(group) for group in user.member_of if group in spec.role_names]
+        for setting in ROLE_SETTINGS:
+            values = {group.settings[setting] for group in groups if setting in group.settings}
+            if len(values) > 1 and setting not in user.settings:
+                problems.append(
+                    f"users.{bare(user.name)}: its roles set {setting} to "
+                    f"{', '.join(sorted(values))}; set it under users.{bare(user.name)}.settings"
+                )
+    for index, entry in enumerate(spec.known_roles):
+        if not (NAME_RE.match(entry) or PATTERN_RE.match(entry)):
+            problems.append(
+                f"known_roles[{index}]: {entry!r} is not a role name or pattern; use {NAME_RULE}, "
+                "optionally ending in *"
+            )
     for schema, owner in spec.sandboxes().items():
         if len(schema.encode()) > MAX_NAME_BYTES:
             problems.append(f"users.{bare(owner)}: sandbox schema {schema!r} is too long")

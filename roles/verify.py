@@ -1,21 +1,27 @@
-"""Verify by trying: act as each role and attempt each operation, then compare the
-allowed/denied matrix with what the spec implies.
+"""Verify the access every role has, as an allowed/denied matrix, against the spec.
 
-Runs as a superuser in one transaction that is always rolled back. In every managed
-schema a probe table and sequence are created by each role that may create there
-(so default privileges are exercised too), then for each role, inside a savepoint
-under ``SET ROLE``: SELECT, INSERT, UPDATE, DELETE, TRUNCATE, DROP, ALTER, CREATE and
-nextval. Existing tables are tried with statements that touch no rows (``WHERE
-false``), so a hand-made grant on a real table shows up without locking it. Role
-attributes and memberships are checked in the catalog.
+Runs as a superuser in one transaction that is always rolled back, and never runs
+code a user wrote. In every managed schema each role that may create there makes a
+probe table, sequence and function (``SET ROLE`` to that creator for the three
+``CREATE`` statements and back: creating an empty table runs no user code, and the
+creator's default privileges are exercised). Then, for each role, PostgreSQL's own
+privilege functions (``has_table_privilege``, ``has_schema_privilege``,
+``has_sequence_privilege``, ``has_function_privilege``, ``has_database_privilege``,
+``pg_has_role`` for ownership) answer whether it could SELECT, INSERT, UPDATE,
+DELETE, TRUNCATE, DROP, ALTER, CREATE, nextval and EXECUTE. They are what the
+executor itself checks (inheritance, ``pg_read_all_data`` and the like included),
+but no statement is tried on a table, so no trigger, rule, policy or view a user
+planted can fire with the verifier's rights. Existing tables, sequences and
+functions are checked the same way; ``SECURITY DEFINER`` functions, schema
+``public``, role settings and roles the spec does not know are reported too.
+Names resolve in pg_catalog only (``search_path``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import psycopg2
 import psycopg2.errors
@@ -23,13 +29,29 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from roles.apply import own_transaction
-from roles.diff import REQUIRED_ATTRIBUTES, SchemaAccess, desired_state
+from roles.diff import (
+    REQUIRED_ATTRIBUTES,
+    SchemaAccess,
+    UnknownRole,
+    desired_state,
+    security_definer_notes,
+    unknown_roles,
+)
 from roles.exceptions import VerifyError
-from roles.inspect import Snapshot, inspect
+from roles.inspect import Snapshot, guard_session, inspect
 from roles.spec import DATABASE_PRIVILEGES, Spec
 
 Operation = Literal[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "DROP", "ALTER", "CREATE", "nextval"
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "DROP",
+    "ALTER",
+    "CREATE",
+    "nextval",
+    "EXECUTE",
 ]
 OPERATIONS: tuple[Operation, ...] = get_args(Operation)
 OBJECT_OPERATIONS: tuple[Operation, ...] = (
@@ -39,26 +61,83 @@ OBJECT_OPERATIONS: tuple[Operation, ...] = (
     "DELETE",
     "TRUNCATE",
     "nextval",
+    "EXECUTE",
 )
 WRITE_OPERATIONS = frozenset(OPERATIONS) - {"DROP", "ALTER"}
 DATABASE = "(database)"
 ROLE = "(role)"
+SETTING = "(setting)"
 DATABASE_OPERATIONS = {"connect": "CONNECT", "temp": "TEMP", "create": "CREATE SCHEMA"}
 PROBE = "_tidewater_verify"
 
-IS_SUPERUSER_QUERY = "select rolsuper from pg_roles where rolname = current_user"
-FIRST_COLUMNS_QUERY = """
-select n.nspname, c.relname, (
-    select a.attname from pg_attribute as a
-    where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-        and a.attgenerated = '' and a.attidentity <> 'a'
-    order by a.attnum limit 1
-)
+# What a role could do to one table, sequence and function of a schema, from the
+# privilege functions alone; %(role)s is a role name, the others oids.
+PROBE_PRIVILEGES_QUERY = """
+select
+    has_schema_privilege(%(role)s, %(schema)s, 'USAGE'),
+    has_table_privilege(%(role)s, %(table)s, 'SELECT'),
+    has_table_privilege(%(role)s, %(table)s, 'INSERT'),
+    has_table_privilege(%(role)s, %(table)s, 'UPDATE'),
+    has_table_privilege(%(role)s, %(table)s, 'DELETE'),
+    has_table_privilege(%(role)s, %(table)s, 'TRUNCATE'),
+    pg_has_role(%(role)s, t.relowner, 'USAGE') or pg_has_role(%(role)s, n.nspowner, 'USAGE'),
+    pg_has_role(%(role)s, t.relowner, 'USAGE'),
+    has_schema_privilege(%(role)s, %(schema)s, 'CREATE'),
+    has_sequence_privilege(%(role)s, %(sequence)s, 'USAGE')
+        or has_sequence_privilege(%(role)s, %(sequence)s, 'UPDATE'),
+    has_function_privilege(%(role)s, %(function)s, 'EXECUTE')
+from pg_class as t
+join pg_namespace as n on n.oid = t.relnamespace
+where t.oid = %(table)s
+"""
+PROBE_OIDS_QUERY = """
+select n.oid, t.oid, s.oid, f.oid
+from pg_namespace as n
+join pg_class as t on t.relnamespace = n.oid and t.relname = %(table)s
+join pg_class as s on s.relnamespace = n.oid and s.relname = %(sequence)s
+join pg_proc as f on f.pronamespace = n.oid and f.proname = %(function)s
+where n.nspname = %(schema)s
+"""
+# Existing tables and views (columns: any column will do, as for a statement naming one).
+RELATION_PRIVILEGES_QUERY = """
+select n.nspname, c.relname, c.relkind::text,
+    has_schema_privilege(%(role)s, n.oid, 'USAGE'),
+    has_any_column_privilege(%(role)s, c.oid, 'SELECT'),
+    has_any_column_privilege(%(role)s, c.oid, 'INSERT'),
+    has_any_column_privilege(%(role)s, c.oid, 'UPDATE'),
+    has_table_privilege(%(role)s, c.oid, 'DELETE'),
+    has_table_privilege(%(role)s, c.oid, 'TRUNCATE')
 from pg_class as c
 join pg_namespace as n on n.oid = c.relnamespace
-where c.relkind in ('r', 'p') and n.nspname = any(%s)
+where n.nspname = any(%(schemas)s) and c.relkind in ('r', 'p', 'v', 'm', 'f')
 """
-CAN_CONNECT_QUERY = "select has_database_privilege(%s, current_database(), 'CONNECT')"
+SEQUENCE_PRIVILEGES_QUERY = """
+select n.nspname, c.relname,
+    has_schema_privilege(%(role)s, n.oid, 'USAGE'),
+    has_sequence_privilege(%(role)s, c.oid, 'SELECT'),
+    has_sequence_privilege(%(role)s, c.oid, 'USAGE')
+        or has_sequence_privilege(%(role)s, c.oid, 'UPDATE')
+from pg_class as c
+join pg_namespace as n on n.oid = c.relnamespace
+where n.nspname = any(%(schemas)s) and c.relkind = 'S'
+"""
+FUNCTION_PRIVILEGES_QUERY = """
+select n.nspname, p.proname, pg_get_function_identity_arguments(p.oid),
+    has_schema_privilege(%(role)s, n.oid, 'USAGE'),
+    has_function_privilege(%(role)s, p.oid, 'EXECUTE')
+from pg_proc as p
+join pg_namespace as n on n.oid = p.pronamespace
+where n.nspname = any(%(schemas)s)
+"""
+DATABASE_PRIVILEGES_QUERY = """
+select has_database_privilege(%(role)s, current_database(), 'CONNECT'),
+    has_database_privilege(%(role)s, current_database(), 'TEMP'),
+    has_database_privilege(%(role)s, current_database(), 'CREATE')
+"""
+PUBLIC_SCHEMA_QUERY = """
+select has_schema_privilege(%(role)s, n.oid, 'CREATE')
+from pg_namespace as n where n.nspname = 'public'
+"""
 MEMBER_OF_QUERY = """
 select b.rolname from pg_roles as b
 where b.rolname <> %(role)s and pg_has_role(%(role)s, b.oid, 'MEMBER')
@@ -67,10 +146,11 @@ where b.rolname <> %(role)s and pg_has_role(%(role)s, b.oid, 'MEMBER')
 
 @dataclass(frozen=True, order=True)
 class Check:
-    """One attempt: may ``role`` do ``operation`` in ``schema``, and should it?
+    """One check: may ``role`` do ``operation`` in ``schema``, and should it?
 
     ``detail`` is empty for the probe made by the schema owner (the matrix); else it
-    names the object tried (``raw_app.events``) or who created the probe.
+    names the object checked (``raw_app.events``) or who created the probe. For a
+    setting (schema ``(setting)``) ``detail`` is ``actual -> wanted``.
     """
 
     role: str
@@ -85,6 +165,9 @@ class Check:
         return self.allowed == self.expected
 
     def describe(self) -> str:
+        if self.schema == SETTING:
+            actual, _, wanted = self.detail.partition(" -> ")
+            return f"{self.role} has {self.operation} {actual}; the spec says {wanted}"
         if self.schema == ROLE:
             verb = "is" if self.allowed else "is not"
             should = "must not be" if self.allowed else "should be"
@@ -97,11 +180,14 @@ class Check:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Every attempt made, the matrix they form, and the differences from the spec."""
+    """Every check made, the matrix they form, and the differences from the spec."""
 
     checks: tuple[Check, ...]
     roles: tuple[str, ...]
     schemas: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    unknown_roles: tuple[UnknownRole, ...] = ()
+    strict: bool = False  # roles the spec does not know count as differences
 
     @property
     def matrix(self) -> dict[tuple[str, str], dict[str, bool]]:
@@ -109,13 +195,19 @@ class VerifyResult:
         schema ``(database)`` holds CONNECT, TEMP and CREATE SCHEMA."""
         cells: dict[tuple[str, str], dict[str, bool]] = {}
         for check in self.checks:
-            if not check.detail and check.schema != ROLE:
+            if not check.detail and check.schema not in (ROLE, SETTING):
                 cells.setdefault((check.role, check.schema), {})[check.operation] = check.allowed
         return cells
 
     @property
     def violations(self) -> tuple[Check, ...]:
-        return tuple(sorted(check for check in self.checks if not check.ok))
+        found = [check for check in self.checks if not check.ok]
+        if self.strict:
+            found += [
+                Check(role.name, ROLE, "known to the spec", False, True)
+                for role in self.unknown_roles
+            ]
+        return tuple(sorted(found))
 
     def render_text(self) -> str:
         flagged = {
@@ -165,6 +257,12 @@ class VerifyResult:
                         cell(role, DATABASE, c, row.get(c)).ljust(15) for c in database_columns
                     )
                 )
+        if self.notes or self.unknown_roles:
+            lines.append("")
+            lines.extend(f"-- note: {note}" for note in self.notes)
+            for unknown in self.unknown_roles:
+                level = "WARNING" if "SUPERUSER" in unknown.attributes else "unknown"
+                lines.append(f"-- {level}: {unknown.describe()}")
         violations = self.violations
         lines.append("")
         if violations:
@@ -175,23 +273,27 @@ class VerifyResult:
         return "\n".join(lines) + "\n"
 
 
-def _levels(spec: Spec, access: SchemaAccess, role: str) -> tuple[bool, str | None]:
-    """Whether ``role`` acts as the schema owner, and its best level there."""
+def _levels(spec: Spec, access: SchemaAccess, role: str) -> tuple[bool, str | None, bool]:
+    """Whether ``role`` acts as the schema owner, its best level there, and whether the
+    spec lets it execute the schema's functions."""
     groups = set(spec.groups_of(role)) | {role}
     ownerlike = access.owner in groups
     levels = {access.level(group) for group in groups}
     level = "write" if ownerlike or "write" in levels else "read" if "read" in levels else None
-    return ownerlike, level
+    executes = level == "write" or bool(groups & access.executors)
+    return ownerlike, level, executes
 
 
 def expected_schema_operations(spec: Spec, access: SchemaAccess, role: str) -> dict[str, bool]:
     """What ``role`` should be able to do to a table the schema owner created."""
-    ownerlike, level = _levels(spec, access, role)
+    ownerlike, level, executes = _levels(spec, access, role)
     if ownerlike:
         return dict.fromkeys(OPERATIONS, True)
     if level == "write":
         return {operation: operation in WRITE_OPERATIONS for operation in OPERATIONS}
-    return {operation: operation == "SELECT" and level == "read" for operation in OPERATIONS}
+    expected = {operation: operation == "SELECT" and level == "read" for operation in OPERATIONS}
+    expected["EXECUTE"] = executes
+    return expected
 
 
 def expected_object_operations(
@@ -200,125 +302,173 @@ def expected_object_operations(
     """What ``role`` should be able to do to an object ``owner`` created in the schema."""
     if owner == role or owner in spec.groups_of(role):
         return dict.fromkeys(OBJECT_OPERATIONS, True)
-    _, level = _levels(spec, access, role)
-    return {
+    _, level, executes = _levels(spec, access, role)
+    expected = {
         operation: level == "write" or (level == "read" and operation == "SELECT")
         for operation in OBJECT_OPERATIONS
     }
+    expected["EXECUTE"] = executes
+    return expected
 
 
-class _Session:
-    """Attempts statements as a role, each in a savepoint that is rolled back."""
+def _create_probe(
+    cur: psycopg2.extensions.cursor, schema: str, creator: str, index: int
+) -> tuple[dict[str, int], str]:
+    """As ``creator``, create a probe table, sequence and function in ``schema``.
 
-    def __init__(self, cur: psycopg2.extensions.cursor) -> None:
-        self.cur = cur
-
-    @contextmanager
-    def as_role(self, role: str) -> Iterator[None]:
-        self.cur.execute("SAVEPOINT tidewater_verify")
-        try:
-            self.cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-            yield
-        finally:
-            self.cur.execute("ROLLBACK TO SAVEPOINT tidewater_verify")
-            self.cur.execute("RELEASE SAVEPOINT tidewater_verify")
-
-    def attempt(self, role: str, query: sql.Composable, params: Any = None) -> tuple[bool, str]:
-        try:
-            with self.as_role(role):
-                self.cur.execute(query, params)
-        except psycopg2.errors.InsufficientPrivilege:
-            return False, ""
-        except psycopg2.Error as exc:
-            return False, " ".join(str(exc.pgerror or exc).split())
-        return True, ""
-
-    def keep(self, role: str, queries: list[sql.Composable]) -> str:
-        """Run statements as ``role`` and keep their effect; returns an error or ''."""
-        self.cur.execute("SAVEPOINT tidewater_keep")
-        try:
-            self.cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-            for query in queries:
-                self.cur.execute(query)
-            self.cur.execute("RESET ROLE")
-        except psycopg2.Error as exc:
-            self.cur.execute("ROLLBACK TO SAVEPOINT tidewater_keep")
-            return " ".join(str(exc.pgerror or exc).split())
-        self.cur.execute("RELEASE SAVEPOINT tidewater_keep")
-        return ""
-
-
-def _probe_operations(
-    schema: str, table: str, qualified_sequence: str
-) -> dict[str, tuple[sql.Composable, Any]]:
-    target = sql.Identifier(schema, table)
-    return {
-        "SELECT": (sql.SQL("SELECT * FROM {}").format(target), None),
-        "INSERT": (sql.SQL("INSERT INTO {} (id, note) VALUES (-1, 'verify')").format(target), None),
-        "UPDATE": (sql.SQL("UPDATE {} SET note = DEFAULT WHERE false").format(target), None),
-        "DELETE": (sql.SQL("DELETE FROM {} WHERE false").format(target), None),
-        "TRUNCATE": (sql.SQL("TRUNCATE {}").format(target), None),
-        "DROP": (sql.SQL("DROP TABLE {}").format(target), None),
-        "ALTER": (sql.SQL("ALTER TABLE {} ADD COLUMN verify_extra integer").format(target), None),
-        "CREATE": (
-            sql.SQL("CREATE TABLE {} (id integer)").format(sql.Identifier(schema, f"{PROBE}_new")),
-            None,
-        ),
-        "nextval": (sql.SQL("SELECT nextval(%s::regclass)"), (qualified_sequence,)),
+    The only statements run under ``SET ROLE`` are these three CREATEs of new, empty
+    objects: no trigger, rule or function of anyone else's can fire on them.
+    Returns the oids (keys schema, table, sequence, function) or an error.
+    """
+    names = {
+        "schema": schema,
+        "table": f"{PROBE}_{index}",
+        "sequence": f"{PROBE}_{index}_seq",
+        "function": f"{PROBE}_{index}_fn",
     }
+    statements = [
+        sql.SQL("CREATE TABLE {} (id bigint, note text)").format(
+            sql.Identifier(schema, names["table"])
+        ),
+        sql.SQL("CREATE SEQUENCE {}").format(sql.Identifier(schema, names["sequence"])),
+        sql.SQL("CREATE FUNCTION {}() RETURNS integer LANGUAGE sql AS 'SELECT 1'").format(
+            sql.Identifier(schema, names["function"])
+        ),
+    ]
+    cur.execute("SAVEPOINT tidewater_probe")
+    try:
+        cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(creator)))
+        for statement in statements:
+            cur.execute(statement)
+        cur.execute("RESET ROLE")
+    except psycopg2.Error as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT tidewater_probe")
+        return {}, " ".join(str(exc.pgerror or exc).split())
+    cur.execute("RELEASE SAVEPOINT tidewater_probe")
+    cur.execute(PROBE_OIDS_QUERY, names)
+    schema_oid, table, sequence, function = cur.fetchone()
+    return {"schema": schema_oid, "table": table, "sequence": sequence, "function": function}, ""
 
 
-def _create_probe(session: _Session, schema: str, creator: str, index: int) -> tuple[str, str, str]:
-    table, sequence = f"{PROBE}_{index}", f"{PROBE}_{index}_seq"
-    error = session.keep(
-        creator,
-        [
-            sql.SQL("CREATE TABLE {} (id bigint, note text)").format(sql.Identifier(schema, table)),
-            sql.SQL("CREATE SEQUENCE {}").format(sql.Identifier(schema, sequence)),
-        ],
-    )
-    return table, sequence, error
+def _probe_privileges(
+    cur: psycopg2.extensions.cursor, role: str, oids: Mapping[str, int]
+) -> dict[str, bool]:
+    cur.execute(PROBE_PRIVILEGES_QUERY, {"role": role, **oids})
+    usage, *answers = cur.fetchone()
+    found = dict(zip(OPERATIONS, answers, strict=True))
+    # Naming an object in a schema needs USAGE on it; creating there needs only CREATE.
+    return {op: bool(allowed and (usage or op == "CREATE")) for op, allowed in found.items()}
 
 
-def _existing_checks(
-    session: _Session,
+def _probe_checks(
+    cur: psycopg2.extensions.cursor,
     spec: Spec,
     snapshot: Snapshot,
     accesses: Mapping[str, SchemaAccess],
     roles: list[str],
 ) -> list[Check]:
-    cur = session.cur
-    cur.execute(FIRST_COLUMNS_QUERY, (list(accesses),))
-    first_column = {(schema, name): column for schema, name, column in cur.fetchall()}
+    """Each creator of a schema makes a probe table, sequence and function there; every
+    role is checked for every operation on the owner's probe (the matrix) and for the
+    object operations on the other creators' probes (their default privileges)."""
     checks = []
-    for relation in snapshot.relations:
-        access = accesses.get(relation.schema)
-        if access is None or relation.kind != "table":
-            continue
-        target = sql.Identifier(relation.schema, relation.name)
-        attempts: dict[str, sql.Composable] = {
-            "SELECT": sql.SQL("SELECT 1 FROM {} WHERE false").format(target)
-        }
-        column = first_column.get((relation.schema, relation.name))
-        if column:
-            name = sql.Identifier(column)
-            attempts["INSERT"] = sql.SQL("INSERT INTO {} ({}) SELECT NULL WHERE false").format(
-                target, name
+    for schema, access in accesses.items():
+        creators = [access.owner, *sorted(access.creators - {access.owner})]
+        for index, creator in enumerate(creators):
+            if creator not in snapshot.roles:
+                continue
+            oids, error = _create_probe(cur, schema, creator, index)
+            if error:
+                detail = f"(probe as {creator}: {error})"
+                checks.append(Check(creator, schema, "CREATE", False, True, detail))
+                continue
+            for role in roles:
+                if creator == access.owner:
+                    expected = expected_schema_operations(spec, access, role)
+                    names = list(OPERATIONS)
+                    detail = ""
+                elif role == creator:
+                    continue
+                else:
+                    expected = expected_object_operations(spec, access, role, creator)
+                    names = list(OBJECT_OPERATIONS)
+                    detail = f"a table {creator} created in {schema}"
+                allowed = _probe_privileges(cur, role, oids)
+                for operation in names:
+                    note = detail
+                    if operation == "EXECUTE" and detail:
+                        note = f"a function {creator} created in {schema}"
+                    elif operation == "nextval" and detail:
+                        note = f"a sequence {creator} created in {schema}"
+                    checks.append(
+                        Check(
+                            role, schema, operation, allowed[operation], expected[operation], note
+                        )
+                    )
+    return checks
+
+
+def _existing_checks(
+    cur: psycopg2.extensions.cursor,
+    spec: Spec,
+    snapshot: Snapshot,
+    accesses: Mapping[str, SchemaAccess],
+    roles: list[str],
+) -> list[Check]:
+    """Every existing table, view, sequence and function of the managed schemas."""
+    owners = {(r.schema, r.name): r.owner for r in snapshot.relations}
+    function_owners = {(f.schema, f.name, f.args): f.owner for f in snapshot.functions}
+    schemas = list(accesses)
+    checks = []
+    for role in roles:
+        params = {"role": role, "schemas": schemas}
+        cur.execute(RELATION_PRIVILEGES_QUERY, params)
+        for schema, name, relkind, usage, *answers in cur.fetchall():
+            if (schema, name) not in owners:
+                continue  # an extension's, or made after the snapshot
+            expected = expected_object_operations(
+                spec, accesses[schema], role, owners[schema, name]
             )
-            attempts["UPDATE"] = sql.SQL("UPDATE {} SET {} = DEFAULT WHERE false").format(
-                target, name
+            operations = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
+            if relkind not in ("r", "p"):
+                operations = ("SELECT",)
+            found = dict(
+                zip(("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"), answers, strict=True)
             )
-        if relation.relkind in ("r", "p"):
-            attempts["DELETE"] = sql.SQL("DELETE FROM {} WHERE false").format(target)
-        where = f"{relation.schema}.{relation.name}"
-        for role in roles:
-            expected = expected_object_operations(spec, access, role, relation.owner)
-            for operation, query in attempts.items():
-                allowed, error = session.attempt(role, query)
-                detail = f"{where} ({error})" if error else where
+            for operation in operations:
+                allowed = bool(usage and found[operation])
                 checks.append(
-                    Check(role, relation.schema, operation, allowed, expected[operation], detail)
+                    Check(role, schema, operation, allowed, expected[operation], f"{schema}.{name}")
                 )
+        cur.execute(SEQUENCE_PRIVILEGES_QUERY, params)
+        for schema, name, usage, select, nextval in cur.fetchall():
+            if (schema, name) not in owners:
+                continue
+            expected = expected_object_operations(
+                spec, accesses[schema], role, owners[schema, name]
+            )
+            where = f"{schema}.{name}"
+            checks.append(
+                Check(role, schema, "SELECT", bool(usage and select), expected["SELECT"], where)
+            )
+            checks.append(
+                Check(role, schema, "nextval", bool(usage and nextval), expected["nextval"], where)
+            )
+        cur.execute(FUNCTION_PRIVILEGES_QUERY, params)
+        for schema, name, args, usage, execute in cur.fetchall():
+            owner = function_owners.get((schema, name, args))
+            if owner is None:
+                continue
+            expected = expected_object_operations(spec, accesses[schema], role, owner)
+            checks.append(
+                Check(
+                    role,
+                    schema,
+                    "EXECUTE",
+                    bool(usage and execute),
+                    expected["EXECUTE"],
+                    f"{schema}.{name}({args})",
+                )
+            )
     return checks
 
 
@@ -343,80 +493,94 @@ def _catalog_checks(
     return checks
 
 
-def _database_checks(session: _Session, spec: Spec, roles: list[str]) -> list[Check]:
+def _setting_checks(spec: Spec, snapshot: Snapshot, roles: list[str]) -> list[Check]:
+    """The ALTER ROLE … SET settings and connection limit of every managed role."""
     checks = []
-    cur = session.cur
+    for role in roles:
+        wanted = spec.login_settings(role)
+        actual = dict(snapshot.settings.get(role, {}))
+        for parameter, value in snapshot.database_settings.get(role, {}).items():
+            actual[f"{parameter} (in database {snapshot.database})"] = value
+        for parameter in sorted(set(wanted) | set(actual)):
+            have, want = actual.get(parameter), wanted.get(parameter)
+            shown = f"{have if have is not None else 'unset'} -> {want if want is not None else 'unset'}"
+            checks.append(Check(role, SETTING, parameter, have == want, True, shown))
+        have_limit = snapshot.roles[role].connection_limit
+        want_limit = spec.connection_limit(role)
+        checks.append(
+            Check(
+                role,
+                SETTING,
+                "connection limit",
+                have_limit == want_limit,
+                True,
+                f"{have_limit} -> {want_limit}",
+            )
+        )
+    return checks
+
+
+def _database_checks(cur: psycopg2.extensions.cursor, spec: Spec, roles: list[str]) -> list[Check]:
+    checks = []
     for role in roles:
         wanted = {
             privilege for group in spec.groups_of(role) for privilege in spec.role(group).database
         }
-        cur.execute(CAN_CONNECT_QUERY, (role,))
-        checks.append(
-            Check(role, DATABASE, "CONNECT", bool(cur.fetchone()[0]), "connect" in wanted)
-        )
-        attempts = {
-            "temp": sql.SQL("CREATE TEMP TABLE {} (id integer)").format(sql.Identifier(PROBE)),
-            "create": sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"{PROBE}_schema")),
-        }
-        for privilege, query in attempts.items():
-            allowed, _ = session.attempt(role, query)
+        cur.execute(DATABASE_PRIVILEGES_QUERY, {"role": role})
+        found = dict(zip(("connect", "temp", "create"), cur.fetchone(), strict=True))
+        for privilege, allowed in found.items():
             checks.append(
-                Check(role, DATABASE, DATABASE_OPERATIONS[privilege], allowed, privilege in wanted)
+                Check(
+                    role,
+                    DATABASE,
+                    DATABASE_OPERATIONS[privilege],
+                    bool(allowed),
+                    privilege in wanted,
+                )
             )
     assert set(DATABASE_OPERATIONS) == set(DATABASE_PRIVILEGES)
     return checks
 
 
-def _probe_checks(
-    session: _Session,
-    spec: Spec,
-    snapshot: Snapshot,
-    accesses: Mapping[str, SchemaAccess],
-    roles: list[str],
+def _public_schema_checks(
+    cur: psycopg2.extensions.cursor, snapshot: Snapshot, roles: list[str]
 ) -> list[Check]:
-    """Each creator of a schema makes a probe table and sequence there; every role tries
-    every operation on the owner's probe (the matrix) and the object operations on the
-    other creators' probes (their default privileges)."""
+    """Schema ``public``: no managed role may create there or hold direct grants on it."""
+    if "public" not in snapshot.schemas:
+        return []
     checks = []
-    cur = session.cur
-    for schema, access in accesses.items():
-        creators = [access.owner, *sorted(access.creators - {access.owner})]
-        for index, creator in enumerate(creators):
-            if creator not in snapshot.roles:
-                continue
-            table, sequence, error = _create_probe(session, schema, creator, index)
-            if error:
-                detail = f"(probe as {creator}: {error})"
-                checks.append(Check(creator, schema, "CREATE", False, True, detail))
-                continue
-            qualified = sql.Identifier(schema, sequence).as_string(cur)
-            operations = _probe_operations(schema, table, qualified)
-            for role in roles:
-                if creator == access.owner:
-                    expected = expected_schema_operations(spec, access, role)
-                    names = list(OPERATIONS)
-                    detail = ""
-                elif role == creator:
-                    continue
-                else:
-                    expected = expected_object_operations(spec, access, role, creator)
-                    names = list(OBJECT_OPERATIONS)
-                    detail = f"a table {creator} created in {schema}"
-                for operation in names:
-                    query, params = operations[operation]
-                    allowed, error = session.attempt(role, query, params)
-                    note = f"{detail or schema} ({error})" if error else detail
-                    checks.append(
-                        Check(role, schema, operation, allowed, expected[operation], note)
-                    )
+    for role in roles:
+        cur.execute(PUBLIC_SCHEMA_QUERY, {"role": role})
+        checks.append(
+            Check(role, "public", "CREATE", bool(cur.fetchone()[0]), False, "schema public")
+        )
+    for grant in sorted(snapshot.grants):
+        if grant.kind == "schema" and grant.schema == "public" and grant.grantee in roles:
+            checks.append(
+                Check(
+                    grant.grantee,
+                    ROLE,
+                    f"granted {grant.privilege} on schema public directly",
+                    True,
+                    False,
+                )
+            )
     return checks
 
 
-def verify(conn: psycopg2.extensions.connection, spec: Spec) -> VerifyResult:
-    """Try every operation as every role of the spec; nothing is kept.
+def verify(
+    conn: psycopg2.extensions.connection, spec: Spec, *, strict: bool = False
+) -> VerifyResult:
+    """Check every operation for every role of the spec; nothing is kept.
+
+    Args:
+        conn: a superuser connection.
+        spec: from `load_spec`.
+        strict: count roles the spec does not know as differences.
 
     Raises:
-        VerifyError: not connected as a superuser (verification uses SET ROLE).
+        VerifyError: not connected as a superuser (the probes are created as each
+            creator with SET ROLE).
     """
     snapshot = inspect(conn)
     if not snapshot.is_superuser:
@@ -440,11 +604,20 @@ def verify(conn: psycopg2.extensions.connection, spec: Spec) -> VerifyResult:
         if name not in snapshot.schemas
     ]
     with own_transaction(conn), conn.cursor() as cur:
+        guard_session(cur)
         cur.execute("SET LOCAL lock_timeout = '5s'")
         cur.execute("SET LOCAL statement_timeout = '60s'")
-        session = _Session(cur)
-        checks += _probe_checks(session, spec, snapshot, accesses, roles)
-        checks += _existing_checks(session, spec, snapshot, accesses, roles)
-        checks += _database_checks(session, spec, roles)
+        checks += _existing_checks(cur, spec, snapshot, accesses, roles)
+        checks += _probe_checks(cur, spec, snapshot, accesses, roles)
+        checks += _database_checks(cur, spec, roles)
         checks += _catalog_checks(cur, spec, snapshot, roles)
-    return VerifyResult(tuple(sorted(checks)), tuple(roles), tuple(accesses))
+        checks += _public_schema_checks(cur, snapshot, roles)
+    checks += _setting_checks(spec, snapshot, roles)
+    return VerifyResult(
+        tuple(sorted(checks)),
+        tuple(roles),
+        tuple(accesses),
+        notes=tuple(security_definer_notes(desired, snapshot)),
+        unknown_roles=tuple(unknown_roles(spec, snapshot)),
+        strict=strict,
+    )

@@ -18,15 +18,28 @@ tool sees the same grants before and after.
 Redshift has no ``ALTER TABLE ... SET SCHEMA``; there the two schemas trade
 names instead (:func:`redshift_swap_statements`), which publishes only a
 complete build.
+
+Publishing is not hostage to readers. The swap needs an ACCESS EXCLUSIVE lock on
+every table it moves, and while it waits for one, every new dashboard query on
+that table queues behind it. So each attempt takes all the locks first, in one
+``LOCK TABLE``, waiting at most ``attempt_lock_timeout_s`` (default 2 s) — the
+longest a dashboard query queues behind publish — then rolls back, backs off and
+tries again until ``lock_timeout_s`` (the whole budget) is spent. Giving up names
+the sessions holding the tables (user, application, since when). The roles spec
+gives dashboard and analyst logins an ``idle_in_transaction_session_timeout``,
+so a forgotten open transaction ends well within the budget.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -350,33 +363,148 @@ def publish_statements(
     )
 
 
+# Sessions holding a lock on any of the tables publish must lock (pg_locks is
+# readable by every role; the start of another user's transaction is shown only to
+# pg_read_all_stats members, so it may be null).
+LOCK_HOLDERS_QUERY = """
+select distinct a.pid, a.usename, a.application_name, a.state, a.xact_start, l.mode,
+    n.nspname || '.' || c.relname
+from pg_locks as l
+inner join pg_stat_activity as a on a.pid = l.pid
+inner join pg_class as c on c.oid = l.relation
+inner join pg_namespace as n on n.oid = c.relnamespace
+where l.granted and l.locktype = 'relation' and l.pid <> pg_backend_pid()
+    and (n.nspname, c.relname) in %s
+order by 1
+"""
+RETRIED_SQLSTATES = frozenset({"55P03", "40P01"})  # lock_not_available, deadlock_detected
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """A session holding a lock on a table publish needs."""
+
+    pid: int
+    user: str | None
+    application: str | None
+    state: str | None
+    since: datetime | None  # its transaction's start, when this role may see it
+    mode: str
+    relation: str
+
+    def describe(self, first_seen: datetime | None = None) -> str:
+        if self.since is not None:
+            since = f"in a transaction since {self.since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        elif first_seen is not None:
+            since = f"holding it since at least {first_seen.astimezone(UTC):%H:%M:%S} UTC"
+        else:
+            since = "since an unknown time"
+        state = f", {self.state}" if self.state else ""
+        return (
+            f"{self.relation} is held ({self.mode}) by user {self.user or '?'} "
+            f"(application {self.application or '-'!r}, pid {self.pid}{state}) {since}"
+        )
+
+
+def _lock_targets(outcome: BuildOutcome) -> list[tuple[str, str]]:
+    return sorted(
+        {(schema, table) for table in outcome.built for schema in (outcome.live, outcome.build)}
+    )
+
+
+def lock_holders(cur: psycopg2.extensions.cursor, outcome: BuildOutcome) -> list[LockHolder]:
+    """Who holds locks on the tables a publish of ``outcome`` must lock."""
+    cur.execute(LOCK_HOLDERS_QUERY, (tuple(_lock_targets(outcome)),))
+    return [LockHolder(*row) for row in cur.fetchall()]
+
+
+def _lock_statement(cur: psycopg2.extensions.cursor, outcome: BuildOutcome) -> sql.Composed | None:
+    """One LOCK TABLE for every existing table the swap touches, in a stable order."""
+    existing = [
+        (schema, table)
+        for schema in (outcome.build, outcome.live)
+        for table in sorted(_relations(cur, schema, outcome.built))
+    ]
+    if not existing:
+        return None
+    names = sql.SQL(", ").join(sql.Identifier(schema, table) for schema, table in sorted(existing))
+    return sql.SQL("lock table {} in access exclusive mode").format(names)
+
+
 def publish(
     connect: ConnectFn,
     outcome: BuildOutcome,
     *,
     dialect: str = "postgres",
-    lock_timeout_s: int = 60,
+    lock_timeout_s: float = 300,
+    attempt_lock_timeout_s: float = 2,
+    backoff_s: float = 0.5,
+    max_backoff_s: float = 15,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
     """Move the tables of a green build from the shadow schema into the live one.
 
-    One transaction: it commits completely or not at all. Returns the tables
-    published.
+    One transaction per attempt: it commits completely or not at all. On
+    PostgreSQL each attempt waits at most ``attempt_lock_timeout_s`` for its locks
+    (so dashboard queries queue behind it no longer than that), then backs off
+    (doubling from ``backoff_s`` up to ``max_backoff_s``) and tries again, until
+    ``lock_timeout_s`` in all. Returns the tables published.
+
+    Raises:
+        PublishFailed: a statement failed, or the locks could not be had in time;
+            the message names the sessions holding them.
     """
     if not outcome.publishable:
         return []
-    conn = connect()
-    try:
-        with conn, conn.cursor() as cur:
-            if dialect == "postgres":
-                cur.execute("select set_config('lock_timeout', %s, true)", (f"{lock_timeout_s}s",))
-            cur.execute(
-                sql.SQL("create schema if not exists {}").format(sql.Identifier(outcome.live))
+    deadline = time.monotonic() + lock_timeout_s
+    delay = backoff_s
+    attempts = 0
+    first_seen: dict[int, datetime] = {}
+    while True:
+        attempts += 1
+        remaining = deadline - time.monotonic()
+        wait_s = max(0.05, min(attempt_lock_timeout_s, remaining))
+        conn = connect()
+        try:
+            try:
+                _publish_once(conn, outcome, dialect, wait_s)
+                return list(outcome.built)
+            except psycopg2.Error as error:
+                conn.rollback()
+                if dialect != "postgres" or error.pgcode not in RETRIED_SQLSTATES:
+                    reason = str(error).strip().splitlines()[0]
+                    raise PublishFailed(outcome.live, outcome.build, reason) from error
+                with conn.cursor() as cur:
+                    holders = lock_holders(cur, outcome)
+                conn.rollback()
+        finally:
+            conn.close()
+        now = datetime.now(UTC)
+        for holder in holders:
+            first_seen.setdefault(holder.pid, now)
+        if time.monotonic() + min(delay, max_backoff_s) >= deadline:
+            who = "; ".join(holder.describe(first_seen.get(holder.pid)) for holder in holders)
+            raise PublishFailed(
+                outcome.live,
+                outcome.build,
+                f"gave up waiting for table locks after {lock_timeout_s:g}s and {attempts} "
+                f"attempts: {who or 'the holder left just now'}; end that session or give its "
+                "role an idle_in_transaction_session_timeout in roles/roles.yml",
             )
-            for statement in publish_statements(cur, outcome, dialect):
-                cur.execute(statement)
-    except psycopg2.Error as error:
-        reason = str(error).strip().splitlines()[0]
-        raise PublishFailed(outcome.live, outcome.build, reason) from error
-    finally:
-        conn.close()
-    return list(outcome.built)
+        sleep(min(delay, max_backoff_s, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, max_backoff_s)
+
+
+def _publish_once(
+    conn: psycopg2.extensions.connection, outcome: BuildOutcome, dialect: str, wait_s: float
+) -> None:
+    with conn, conn.cursor() as cur:
+        if dialect == "postgres":
+            cur.execute("select set_config('lock_timeout', %s, true)", (f"{int(wait_s * 1000)}ms",))
+        cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(outcome.live)))
+        if dialect == "postgres":
+            lock = _lock_statement(cur, outcome)
+            if lock is not None:
+                cur.execute(lock)
+        for statement in publish_statements(cur, outcome, dialect):
+            cur.execute(statement)

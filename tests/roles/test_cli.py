@@ -25,7 +25,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def test_plan_apply_verify(capsys: pytest.CaptureFixture[str], warehouse: str, role_prefix: str):
     common = ("--dsn", warehouse, "--prefix", role_prefix)
     code, out, _ = run(capsys, "plan", *common)
-    assert code == 0
+    assert code == 2  # a plan that is not empty is drift, as terraform's -detailed-exitcode
     assert f"-- {role_prefix}analyst gains" in out
     assert "-- dry run: the database accepted every statement" in out
     code, out, _ = run(capsys, "apply", *common)
@@ -182,7 +182,7 @@ tidewater:
     assert "export TIDEWATER_ETL_PASSWORD" in err
     monkeypatch.setenv("TIDEWATER_ETL_PASSWORD", "from-the-environment")
     code, out, _ = run(capsys, "plan", "--profiles-dir", str(tmp_path), "--prefix", prefix)
-    assert code == 0
+    assert code == 2
     # The runner gets the password its dbt target logs in with.
     assert f"CREATE ROLE {runner} LOGIN PASSWORD '***';" in out
     assert "from-the-environment" not in out

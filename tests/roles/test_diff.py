@@ -10,13 +10,20 @@ import yaml
 
 from roles.diff import Desired, desired_state, diff
 from roles.exceptions import DatabaseMismatch, UnsafePlan
-from roles.inspect import PUBLIC, DefaultGrant, Grant, Membership, Relation, RoleState, Snapshot
+from roles.inspect import (
+    PUBLIC,
+    DefaultGrant,
+    Function,
+    Grant,
+    Membership,
+    Relation,
+    RoleState,
+    Snapshot,
+)
 from roles.passwords import DesiredPassword, Secret, scram_verifier
 from roles.spec import Spec, parse_spec
 
-SPEC = parse_spec(
-    yaml.safe_load(
-        """
+SPEC_TEXT = """
         schemas:
           raw_*:   {owner: etl, stage: raw}
           raw_app: {owner: etl, stage: raw}
@@ -29,8 +36,7 @@ SPEC = parse_spec(
           runner: {member_of: [etl]}
           alice:  {member_of: [analyst]}
         """
-    )
-)
+SPEC = parse_spec(yaml.safe_load(SPEC_TEXT))
 
 
 def empty(**fields: object) -> Snapshot:
@@ -252,3 +258,92 @@ def test_desired_state_is_a_frozen_value() -> None:
     assert isinstance(wanted, Desired)
     with pytest.raises(dataclasses.FrozenInstanceError):
         wanted.database = "x"  # type: ignore[misc]
+
+
+def test_readers_get_no_execute_on_functions_unless_the_spec_says_so() -> None:
+    function = Function("marts", "answer", "", "f", "runner", security_definer=True)
+    snapshot = matching(SPEC, functions=(function,))
+    wanted = desired_state(SPEC, snapshot)
+    executors = {g.grantee for g in wanted.grants if g.kind == "function"}
+    assert executors == {"etl"}  # the writer (owner role); not analyst, not dashboard
+    assert not [d for d in wanted.default_grants if d.objtype == "functions" and d.grantee != "etl"]
+    changes = changes_for(snapshot)
+    assert any("marts.answer() is SECURITY DEFINER (runs as runner)" in n for n in changes.notes)
+    data = yaml.safe_load(SPEC_TEXT)
+    data["roles"]["analyst"]["execute"] = ["marts"]
+    with_execute = parse_spec(data)
+    wanted = desired_state(with_execute, snapshot)
+    assert Grant("function", "marts", "answer", "analyst", "EXECUTE") in wanted.grants
+    assert DefaultGrant("runner", "marts", "functions", "analyst", "EXECUTE") in (
+        wanted.default_grants
+    )
+
+
+def test_role_settings_and_connection_limits_are_planned_like_grants() -> None:
+    data = yaml.safe_load(SPEC_TEXT)
+    data["roles"]["dashboard"]["settings"] = {"statement_timeout": "2min"}
+    data["roles"]["dashboard"]["connection_limit"] = 20
+    data["users"]["bi"] = {"member_of": ["dashboard"], "settings": {"lock_timeout": "5s"}}
+    spec = parse_spec(data)
+    snapshot = matching(spec)
+    changes = changes_for(snapshot, spec)
+    assert [(c.role, c.parameter, c.value) for c in changes.settings] == [
+        ("bi", "lock_timeout", "5s"),
+        ("bi", "statement_timeout", "2min"),
+    ]
+    assert changes.connection_limits == (("bi", 20),)
+    # Applied, nothing to do; a setting changed by hand (or on a group role) is drift.
+    roles = dict(snapshot.roles)
+    roles["bi"] = dataclasses.replace(roles["bi"], connection_limit=20)
+    applied = dataclasses.replace(
+        snapshot,
+        roles=roles,
+        settings={"bi": {"lock_timeout": "5s", "statement_timeout": "2min"}},
+    )
+    assert changes_for(applied, spec).is_empty
+    drifted = dataclasses.replace(
+        applied,
+        settings={
+            "bi": {"lock_timeout": "5s", "statement_timeout": "0"},
+            "dashboard": {"work_mem": "1GB"},
+        },
+        database_settings={"bi": {"statement_timeout": "0"}},
+    )
+    changes = changes_for(drifted, spec)
+    assert [(c.role, c.parameter, c.value, c.database) for c in changes.settings] == [
+        ("bi", "statement_timeout", "2min", ""),
+        ("bi", "statement_timeout", None, "warehouse"),
+        ("dashboard", "work_mem", None, ""),
+    ]
+
+
+def test_roles_the_spec_does_not_know_are_reported_with_their_attributes() -> None:
+    snapshot = matching(SPEC)
+    roles = dict(snapshot.roles) | {
+        "intruder": RoleState("intruder", login=True, superuser=True),
+        "pg_monitor": RoleState("pg_monitor"),
+        "monitoring": RoleState("monitoring", login=True),
+    }
+    snapshot = dataclasses.replace(snapshot, roles=roles)
+    changes = changes_for(snapshot)
+    assert [(r.name, r.attributes) for r in changes.unknown_roles] == [
+        ("intruder", ("LOGIN", "SUPERUSER")),
+        ("monitoring", ("LOGIN",)),
+    ]  # not postgres (running the plan), not pg_monitor (built in)
+    assert changes.is_empty  # reported, never dropped
+    data = yaml.safe_load(SPEC_TEXT)
+    data["known_roles"] = ["monitor*"]
+    assert [r.name for r in changes_for(snapshot, parse_spec(data)).unknown_roles] == ["intruder"]
+
+
+def test_grants_to_managed_roles_on_schema_public_are_revoked() -> None:
+    snapshot = matching(SPEC)
+    hand = Grant("schema", "public", "", "alice", "CREATE")
+    other = Grant("schema", "public", "", "bob", "CREATE")
+    snapshot = dataclasses.replace(
+        snapshot,
+        schemas=dict(snapshot.schemas) | {"public": "pg_database_owner"},
+        grants=snapshot.grants | {hand, other},
+    )
+    changes = changes_for(snapshot)
+    assert changes.revokes == (hand,)  # bob is not managed: left alone

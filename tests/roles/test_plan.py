@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from roles.diff import Changes, OwnerChange, RoleChange
+from roles.diff import Changes, OwnerChange, RoleChange, SettingChange
 from roles.inspect import PUBLIC, DefaultGrant, Grant, Membership
 from roles.passwords import DesiredPassword, Secret, md5_verifier, password_matches
 from roles.plan import Plan, as_text, quote_ident, render_postgres, render_redshift
@@ -227,7 +227,6 @@ REDSHIFT_TEXT = [statement.text for statement in REDSHIFT.statements]
         "REVOKE CREATE, TEMPORARY ON DATABASE warehouse FROM PUBLIC",
         "GRANT USAGE ON SCHEMA marts TO GROUP dashboard",
         "GRANT SELECT ON ALL TABLES IN SCHEMA marts TO GROUP dashboard",
-        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA marts TO GROUP dashboard",
         "GRANT CREATE, USAGE ON SCHEMA intermediate, marts, marts_build, ops, raw_app, snapshots, staging "
         "TO GROUP etl",
         "GRANT DELETE, INSERT, SELECT, UPDATE ON ALL TABLES IN SCHEMA intermediate, marts, marts_build, ops, "
@@ -242,6 +241,8 @@ REDSHIFT_TEXT = [statement.text for statement in REDSHIFT.statements]
         "ALTER DEFAULT PRIVILEGES FOR USER analyst_alice, tidewater_etl_runner "
         "REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
         "GRANT CREATE, TEMPORARY ON DATABASE warehouse TO GROUP etl",
+        "ALTER USER dashboard_bi CONNECTION LIMIT 20",
+        "ALTER USER dashboard_bi SET statement_timeout = '2min'",
         "GRANT TEMPORARY ON DATABASE warehouse TO GROUP analyst",
     ],
 )
@@ -249,7 +250,7 @@ def test_the_spec_renders_redshift_sql(expected: str) -> None:
     assert expected in REDSHIFT_TEXT
 
 
-@pytest.mark.parametrize("absent", ["SEQUENCE", "CONNECT", "ROLE ", "TRUNCATE", "INHERIT"])
+@pytest.mark.parametrize("absent", ["SEQUENCE", "CONNECT ON", "ROLE ", "TRUNCATE", "INHERIT"])
 def test_redshift_sql_uses_only_what_redshift_has(absent: str) -> None:
     assert not [text for text in REDSHIFT_TEXT if absent in text]
 
@@ -286,3 +287,26 @@ def test_as_text_renders_literals_and_redacts_secrets() -> None:
     )
     assert as_text(query) == "'it''s' '***' '***'"
     assert SPEC.role("analyst").level("raw_crm") == "read"
+
+
+def test_settings_and_connection_limits_render_as_alter_role() -> None:
+    texts = render(
+        settings=(
+            SettingChange("bi", "statement_timeout", "2min", "0"),
+            SettingChange("bi", "work_mem", None, "1GB"),
+            SettingChange("bi", "lock_timeout", None, "0", database="warehouse"),
+        ),
+        connection_limits=(("bi", 20),),
+    )
+    assert texts == [
+        "ALTER ROLE bi CONNECTION LIMIT 20",
+        "ALTER ROLE bi SET statement_timeout = '2min'",
+        "ALTER ROLE bi RESET work_mem",
+        "ALTER ROLE bi IN DATABASE warehouse RESET lock_timeout",
+    ]
+
+
+def test_redshift_readers_execute_no_functions_and_unknown_settings_are_noted() -> None:
+    assert not [t for t in REDSHIFT_TEXT if "EXECUTE" in t and "dashboard" in t]
+    assert not [t for t in REDSHIFT_TEXT if "EXECUTE" in t and "GROUP analyst" in t]
+    assert any("no per-user idle_in_transaction_session_timeout" in n for n in REDSHIFT.notes)

@@ -76,9 +76,13 @@ def test_patterns_match_existing_schemas_and_exact_names_win() -> None:
     [
         (
             {"roles__analyst__reed": ["marts"]},
-            "roles.analyst.reed: unknown key; allowed: database, read, sandbox, write",
+            "roles.analyst.reed: unknown key; allowed: connection_limit, database, execute, read, "
+            "sandbox, settings, write",
         ),
-        ({"rolez": {}}, "rolez: unknown key; allowed: database, pipeline_role, roles,"),
+        (
+            {"rolez": {}},
+            "rolez: unknown key; allowed: database, known_roles, pipeline_role, roles,",
+        ),
         (
             {"roles__analyst__read": ["mart"]},
             "roles.analyst.read[0]: unknown schema 'mart'; declare it under schemas: or "
@@ -127,9 +131,28 @@ def test_patterns_match_existing_schemas_and_exact_names_win() -> None:
         ),
         (
             {"users__alice__password": "hunter2"},
-            "users.alice.password: unknown key; allowed: member_of, password_env",
+            "users.alice.password: unknown key; allowed: connection_limit, member_of, "
+            "password_env, settings",
         ),
         ({"users__etl": {}}, "users.etl: 'etl' is also under roles:; rename one"),
+        (
+            {"roles__dashboard__settings": {"statment_timeout": "1min"}},
+            "roles.dashboard.settings: 'statment_timeout' is not allowed; choose one of: "
+            "statement_timeout, idle_in_transaction_session_timeout",
+        ),
+        (
+            {"roles__dashboard__settings": {"statement_timeout": ["1min"]}},
+            "roles.dashboard.settings.statement_timeout: expected a value such as 60s",
+        ),
+        (
+            {"users__alice__connection_limit": -5},
+            "users.alice.connection_limit: -5 is less than the minimum of -1",
+        ),
+        (
+            {"roles__dashboard__execute": ["raw_app"]},
+            "roles.dashboard.execute[0]: 'raw_app' is not under its read or write",
+        ),
+        ({"known_roles": ["Bad Name"]}, "known_roles[0]: 'Bad Name' is not a role name"),
         (
             {"roles__dashboard__write": ["marts"]},
             "roles.dashboard: 'marts' is under both read and write",
@@ -199,3 +222,48 @@ def test_a_missing_file_and_bad_yaml_are_spec_errors(tmp_path: Path) -> None:
     broken.write_text("- a list\n")
     with pytest.raises(SpecError, match="must be a mapping"):
         load_spec(broken)
+
+
+def test_settings_on_a_role_go_to_its_users_and_a_users_own_win() -> None:
+    spec = parse_spec(
+        _data(
+            roles__analyst__settings={"statement_timeout": "30min", "lock_timeout": "10s"},
+            roles__analyst__connection_limit=10,
+            users__alice__settings={"lock_timeout": "1s"},
+            users__alice__connection_limit=3,
+            roles__dashboard__settings={"default_transaction_read_only": True},
+            users__bi={"member_of": ["dashboard"]},
+        )
+    )
+    assert spec.login_settings("alice") == {"lock_timeout": "1s", "statement_timeout": "30min"}
+    assert spec.connection_limit("alice") == 3
+    assert spec.login_settings("bi") == {"default_transaction_read_only": "on"}
+    assert spec.connection_limit("bi") == -1
+    # PostgreSQL applies only the login's own settings: the group role carries none.
+    assert spec.login_settings("analyst") == {} and spec.connection_limit("analyst") == -1
+
+
+def test_users_in_two_roles_that_disagree_on_a_setting_must_choose() -> None:
+    data = _data(
+        roles__analyst__settings={"statement_timeout": "30min"},
+        roles__dashboard__settings={"statement_timeout": "2min"},
+        users__alice__member_of=["analyst", "dashboard"],
+    )
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    assert (
+        "users.alice: its roles set statement_timeout to 2min, 30min; "
+        "set it under users.alice.settings" in str(caught.value)
+    )
+    data["users"]["alice"]["settings"] = {"statement_timeout": "5min"}
+    assert parse_spec(data).login_settings("alice") == {"statement_timeout": "5min"}
+
+
+def test_the_shipped_spec_limits_dashboard_and_analyst_logins() -> None:
+    spec = load_spec()
+    bi = spec.login_settings("dashboard_bi")
+    assert bi["idle_in_transaction_session_timeout"] and bi["statement_timeout"]
+    assert spec.connection_limit("dashboard_bi") > 0
+    assert spec.login_settings("analyst_alice")["idle_in_transaction_session_timeout"]
+    assert spec.connection_limit("analyst_alice") > 0
+    assert not any(role.execute for role in spec.roles)  # no reader executes functions
