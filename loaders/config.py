@@ -13,9 +13,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import psycopg2
 import yaml
+from psycopg2.extensions import parse_dsn
 
-from loaders.exceptions import DeclarationError
+from loaders.exceptions import DeclarationError, MalformedDsn
 from tidewater.paths import DBT_PROJECT_DIR
 
 Mode = Literal["incremental", "bulk"]
@@ -181,6 +183,25 @@ def select_sources(
         if name not in known:
             raise DeclarationError("--source", f"no source {name!r} is declared", candidates=known)
     return tuple(known[name] for name in names)
+
+
+def check_dsn(source: SourceConfig) -> None:
+    """Check that the source's DSN variable (if set) holds a connection string, before
+    anything connects: libpq's own complaints are tracebacks or echo the string."""
+    value = os.environ.get(source.dsn_env)
+    if not value:
+        return
+    try:
+        params = parse_dsn(value)
+    except psycopg2.ProgrammingError:
+        raise MalformedDsn(
+            source.dsn_env, "neither a postgresql:// URL nor key=value pairs"
+        ) from None
+    if "://" in value and not value.startswith(("postgresql://", "postgres://")):
+        raise MalformedDsn(source.dsn_env, "the URL does not start with postgresql://")
+    port = params.get("port")
+    if port and not all(part.strip().isdigit() for part in port.split(",")):
+        raise MalformedDsn(source.dsn_env, "the port is not a number")
 
 
 def source_dsn(source: SourceConfig) -> str | None:

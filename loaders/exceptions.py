@@ -22,6 +22,22 @@ class DeclarationError(LoaderError):
         super().__init__(f"{where}: {problem}{hint}")
 
 
+class MalformedDsn(LoaderError):
+    """A source's DSN environment variable does not hold a connection string.
+
+    The message names the variable, never its value (which may hold a password).
+    """
+
+    def __init__(self, env: str, problem: str) -> None:
+        self.env = env
+        self.problem = problem
+        super().__init__(
+            f"{env} is not a connection string ({problem}); set it to a URL like "
+            "postgresql://user:password@host:5432/dbname, or to key=value pairs like "
+            "'host=db.internal port=5432 dbname=app user=reader'"
+        )
+
+
 class SchemaConflict(LoaderError):
     """A source column changed in a way the raw table cannot follow."""
 
@@ -49,10 +65,13 @@ class BadData(LoaderError):
 class TableLoadFailed(LoaderError):
     """One table failed; carries the table and the underlying error."""
 
-    def __init__(self, table: str, error: BaseException, *, transient: bool) -> None:
+    def __init__(
+        self, table: str, error: BaseException, *, transient: bool, attempts: int = 1
+    ) -> None:
         self.table = table
         self.error = error
         self.transient = transient
+        self.attempts = attempts
         kind = "transient (retries exhausted)" if transient else "terminal"
         message = " ".join(str(error).split())
         super().__init__(f"{table}: {kind} error: {message}")
@@ -63,6 +82,8 @@ class LoadRunFailed(LoaderError):
 
     def __init__(self, failures: Sequence[TableLoadFailed]) -> None:
         self.failures = tuple(failures)
+        # The run failed transiently when every table did (a retry later may pass).
+        self.transient = all(failure.transient for failure in self.failures)
         names = ", ".join(failure.table for failure in self.failures)
         super().__init__(
             f"{len(self.failures)} table(s) failed to load ({names}); "

@@ -476,7 +476,7 @@ def load_with_retries(
         )
     except Exception as exc:
         raise TableLoadFailed(
-            f"{source.name}.{table.name}", exc, transient=is_transient(exc)
+            f"{source.name}.{table.name}", exc, transient=is_transient(exc), attempts=attempts
         ) from exc
     return replace(result, attempts=attempts, started_at=started)
 
@@ -543,6 +543,7 @@ def load_all(
                     status="failed",
                     error=str(failure),
                     error_class=_classify(failure.error),
+                    attempts=failure.attempts,
                     failure=failure,
                 )
             results.append(result)
