@@ -75,6 +75,22 @@ where namespace.nspname = %(schema)s and relation.relname = %(table)s and index_
 order by key.position
 """
 
+# Column sets the source itself keeps unique: its primary key and unique indexes
+# (no predicate, no expressions, columns not null).
+UNIQUE_KEYS = """
+select array_agg(attribute.attname order by key.position)
+from pg_index as index_
+inner join pg_class as relation on relation.oid = index_.indrelid
+inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
+inner join lateral unnest(index_.indkey) with ordinality as key (attnum, position) on true
+inner join pg_attribute as attribute
+    on attribute.attrelid = relation.oid and attribute.attnum = key.attnum
+where namespace.nspname = %(schema)s and relation.relname = %(table)s
+    and index_.indisunique and index_.indpred is null and index_.indexprs is null
+group by index_.indexrelid
+having bool_and(attribute.attnotnull)
+"""
+
 WAREHOUSE_COLUMNS = """
 select attribute.attname, format_type(attribute.atttypid, attribute.atttypmod)
 from pg_attribute as attribute
@@ -118,6 +134,15 @@ def read_source_columns(cur: Cursor, schema: str, table: str) -> tuple[Column, .
 def read_primary_key(cur: Cursor, schema: str, table: str) -> tuple[str, ...]:
     cur.execute(PRIMARY_KEY, {"schema": schema, "table": table})
     return tuple(row[0] for row in cur.fetchall())
+
+
+def source_keeps_unique(cur: Cursor, schema: str, table: str, keys: tuple[str, ...]) -> bool:
+    """Whether the source guarantees the declared key is unique: a primary key or a
+    unique index on some of its columns (views and bare tables guarantee nothing)."""
+    if not keys:
+        return False
+    cur.execute(UNIQUE_KEYS, {"schema": schema, "table": table})
+    return any(set(columns) <= set(keys) for (columns,) in cur.fetchall())
 
 
 def read_warehouse_columns(cur: Cursor, schema: str, table: str) -> dict[str, str]:

@@ -62,6 +62,29 @@ class BadData(LoaderError):
         super().__init__(f"{table}: {reason}; nothing was written for this table")
 
 
+class NonUniqueKey(LoaderError):
+    """The declared primary key holds different rows under one value in one read."""
+
+    def __init__(
+        self, table: str, keys: Sequence[str], example: Sequence[object], versions: int, count: int
+    ) -> None:
+        self.table = table
+        self.keys = tuple(keys)
+        self.example = tuple(example)
+        self.versions = versions
+        self.count = count
+        shown = ", ".join(
+            f"{key}={value}" for key, value in zip(self.keys, self.example, strict=True)
+        )
+        super().__init__(
+            f"{table}: primary_key ({', '.join(self.keys)}) is not unique in the source: "
+            f"{count} key value(s) hold different rows in one consistent read, e.g. {shown} "
+            f"({versions} different rows); nothing was written. Declare a key that is unique "
+            "there (a primary key or unique index at the source guarantees it), or load the "
+            "table with mode: bulk and no primary_key"
+        )
+
+
 class TableLoadFailed(LoaderError):
     """One table failed; carries the table and the underlying error."""
 

@@ -32,7 +32,7 @@ from tenacity import (
 )
 
 from loaders import deletes
-from loaders.catalog import read_primary_key, validate_table
+from loaders.catalog import source_keeps_unique, validate_table
 from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import BadData, LoadRunFailed, TableLoadFailed
 from loaders.extract import (
@@ -45,6 +45,7 @@ from loaders.extract import (
 from loaders.load import (
     STAGE,
     RawTable,
+    check_unique_keys,
     copy_in,
     create_stage,
     ensure_indexes,
@@ -351,10 +352,10 @@ def _load_incremental(
     names = [column.name for column in raw.columns]
     wh.execute(sql.SQL("select exists (select from {})").format(raw.identifier))
     empty = not wh.fetchone()[0]
-    # The source itself guarantees unique keys (its primary key is the declared one):
-    # a first load can COPY straight into the raw table. Otherwise (views, declared
-    # keys) rows go through the stage, where duplicates keep the newest version.
-    unique_at_source = read_primary_key(src, source.source_schema, table.name) == table.primary_key
+    # The source itself guarantees unique keys (a primary key or unique index): a first
+    # load can COPY straight into the raw table. Otherwise (views, declared keys) rows
+    # go through the stage, which is checked for one key holding different rows.
+    unique_at_source = source_keeps_unique(src, source.source_schema, table.name, table.primary_key)
     if empty and unique_at_source:
         # First load into an empty table: COPY straight in (indexes come after).
         result.inserted = _stream(src, query, params, wh, raw.identifier, names)
@@ -365,6 +366,8 @@ def _load_incremental(
     ensure_indexes(wh, raw)
     create_stage(wh, raw)
     _stream(src, query, params, wh, sql.Identifier(STAGE), names)
+    if not unique_at_source:
+        check_unique_keys(wh, raw, where=result.name)
     result.inserted, result.updated = merge_stage(wh, raw, result.batch_id, newest_by=table.cursor)
     return previous
 
@@ -389,6 +392,8 @@ def _load_bulk(
     create_stage(wh, raw)
     result.rows_read = _stream(src, query, params, wh, sql.Identifier(STAGE), names)
     if raw.primary_key:
+        if not source_keeps_unique(src, source.source_schema, raw.name, raw.primary_key):
+            check_unique_keys(wh, raw, where=result.name)
         result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
         result.deleted = mark_missing_deleted(wh, raw, result.batch_id, keys=STAGE)
     else:
@@ -420,6 +425,8 @@ def _detect_deletes(
     )
     create_stage(wh, raw)
     result.reread += _stream(src, query, params, wh, sql.Identifier(STAGE), names)
+    if not source_keeps_unique(src, source.source_schema, raw.name, raw.primary_key):
+        check_unique_keys(wh, raw, where=result.name)
     inserted, updated = merge_stage(wh, raw, batch_id)
     result.inserted += inserted
     result.updated += updated

@@ -249,23 +249,29 @@ def test_widening_rules(old: str, new: str, widens: bool) -> None:
     assert is_widening(old, new) is widens
 
 
-def test_a_batch_holding_the_same_key_twice_keeps_the_newest_version(
+def test_a_batch_holding_one_key_with_two_contents_fails_instead_of_picking_one(
     source_dsn: str, warehouse_dsn: str, run_load
 ) -> None:
+    """One consistent snapshot showing a key twice with different contents means the
+    declared key is not unique there: the loader says so rather than guess which row
+    is right (it used to keep the one with the newest cursor)."""
     execute(
         source_dsn,
         "create table versions (id int, label text, updated_at timestamptz not null);"
-        "insert into versions values (1, 'old', '2026-01-01'), (1, 'new', '2026-01-02'),"
-        " (2, 'only', '2026-01-01');"
+        "insert into versions values (1, 'only', '2026-01-01'), (2, 'only', '2026-01-01');"
         "create view latest as select * from versions",
     )
     view = TableConfig(name="latest", mode="incremental", cursor="updated_at", primary_key=("id",))
-    raise_on_failure(list(run_load(custom_source(view)).values()))  # first load: COPY
+    raise_on_failure(list(run_load(custom_source(view)).values()))
     execute(
         source_dsn,
         "insert into versions values (2, 'newer', '2026-01-03'), (2, 'stale', '2026-01-02')",
     )
-    raise_on_failure(list(run_load(custom_source(view)).values()))  # merge of a batch with dups
-    assert execute(warehouse_dsn, "select id, label from raw_app.latest where id = 2") == [
-        (2, "newer")
+    result = run_load(custom_source(view))["latest"]
+    assert result.status == "failed"
+    assert "primary_key (id) is not unique in the source" in result.error
+    assert "e.g. id=2 (3 different rows)" in result.error
+    assert execute(warehouse_dsn, "select id, label from raw_app.latest order by id") == [
+        (1, "only"),
+        (2, "only"),
     ]
