@@ -16,7 +16,7 @@ import psycopg2
 from loaders.config import check_dsn, load_sources, select_sources
 from loaders.exceptions import DeclarationError, MalformedDsn
 from loaders.pipeline import LoadOptions, TableResult, load_all, raise_on_failure
-from tidewater.cli import fail, print_table
+from tidewater.cli import fail, print_table, say
 from tidewater.exceptions import TidewaterError
 from tidewater.progress import TableProgress
 from tidewater.runs import record_job, record_table_loads, write_record
@@ -99,11 +99,15 @@ def _load(args: argparse.Namespace) -> int:
             what=f"the table loads of run {run.run_id}",
         )
         run.rows = sum(r.inserted + r.updated + r.deleted for r in results)
+        warnings = [warning for r in results for warning in r.warnings]
         run.details = {
             "tables": len(results),
             "failed": [r.name for r in results if r.status == "failed"],
+            **({"warnings": warnings} if warnings else {}),
         }
         _report(results, as_json=args.json)
+        for warning in warnings:
+            say(f"warning: {warning}")
         raise_on_failure(results)
     return 0
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
+import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
@@ -48,13 +49,24 @@ class MissingSchema(LoaderError):
 
 
 def ensure_schema(cur: Cursor, schema: str) -> None:
+    """Create the raw schema in the caller's transaction, so a failed first load leaves
+    none behind. Tables of one source load in parallel: while another first load has
+    created the schema but not yet committed, this one waits for it; when it commits,
+    the schema is there (the duplicate is rolled back to a savepoint), and when it
+    rolls back, this one creates it."""
     cur.execute("select 1 from pg_namespace where nspname = %s", (schema,))
     if cur.fetchone():
         return
     cur.execute("select has_database_privilege(current_database(), 'CREATE')")
     if not cur.fetchone()[0]:
         raise MissingSchema(schema)
-    cur.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+    cur.execute("savepoint tidewater_schema")
+    try:
+        cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    except psycopg2.errors.UniqueViolation:
+        cur.execute("rollback to savepoint tidewater_schema")
+    else:
+        cur.execute("release savepoint tidewater_schema")
 
 
 def prepare_raw_table(

@@ -32,7 +32,12 @@ from tenacity import (
 )
 
 from loaders import deletes
-from loaders.catalog import source_keeps_unique, validate_table
+from loaders.catalog import (
+    declared_ancestors,
+    fit_to_warehouse,
+    source_keeps_unique,
+    validate_table,
+)
 from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import BadData, LoadRunFailed, TableLoadFailed
 from loaders.extract import (
@@ -86,6 +91,7 @@ class TableResult:
     attempts: int = 1
     error: str | None = None
     error_class: str | None = None
+    warnings: list[str] = field(default_factory=list)
     failure: TableLoadFailed | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -211,6 +217,15 @@ def load_table(
             "select pg_advisory_xact_lock(hashtext('tidewater.load'), hashtext(%s))",
             (f"{source.raw_schema}.{table.name}",),
         )
+        columns, notes = fit_to_warehouse(wh, columns)
+        result.warnings += [f"{result.name}: {note}" for note in notes]
+        for parent in declared_ancestors(src, source, table):
+            result.warnings.append(
+                f"{result.name} is a partition of {source.name}.{parent}, which is declared "
+                f"too: its rows are stored twice ({source.raw_schema}.{parent} and "
+                f"{source.raw_schema}.{table.name}); declare only one of them"
+            )
+        # In this transaction: a failed first load leaves no empty schema behind.
         ensure_schema(wh, source.raw_schema)
         ensure_state_table(wh)
         raw, created = prepare_raw_table(
@@ -560,13 +575,12 @@ def load_all(
 
 
 def prepare_warehouse(connect_warehouse: ConnectFn, sources: tuple[SourceConfig, ...]) -> None:
-    """Create raw schemas and the mark table once, before tables load in parallel."""
+    """Create the mark table once, before tables load in parallel. Raw schemas are
+    created by the first load into each, in its own transaction (`ensure_schema`)."""
     conn = connect_warehouse()
     try:
         with conn.cursor() as cur:
             cur.execute("select pg_advisory_xact_lock(hashtext('tidewater.ddl'))")
-            for source in sources:
-                ensure_schema(cur, source.raw_schema)
             ensure_state_table(cur)
         conn.commit()
     finally:
