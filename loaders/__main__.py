@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(exc)
     except KeyboardInterrupt:
         print(
-            "error: interrupted; tables not yet committed were rolled back (the run is "
-            "recorded as failed); run the load again to finish",
+            "error: interrupted (the run is recorded as failed); each table loaded "
+            "completely or not at all: run the load again to finish",
             file=sys.stderr,
         )
         return 130

@@ -552,26 +552,36 @@ def load_all(
         futures: dict[Future[TableResult], tuple[SourceConfig, TableConfig]] = {
             pool.submit(run, source, table): (source, table) for source, table in work
         }
-        for future in as_completed(futures):
-            source, table = futures[future]
-            try:
-                result = future.result()
-            except TableLoadFailed as failure:
-                result = TableResult(
-                    source.name,
-                    table.name,
-                    table.mode,
-                    batch_id,
-                    status="failed",
-                    error=str(failure),
-                    error_class=_classify(failure.error),
-                    attempts=failure.attempts,
-                    failure=failure,
-                )
-            results.append(result)
-            if on_done is not None:
-                on_done(result)
+        try:
+            for future in as_completed(futures):
+                results.append(_outcome(future, *futures[future], batch_id=batch_id))
+                if on_done is not None:
+                    on_done(results[-1])
+        except KeyboardInterrupt:
+            # Tables not started are skipped; those loading finish or roll back whole.
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return results
+
+
+def _outcome(
+    future: Future[TableResult], source: SourceConfig, table: TableConfig, *, batch_id: str
+) -> TableResult:
+    try:
+        return future.result()
+    except TableLoadFailed as failure:
+        return TableResult(
+            source.name,
+            table.name,
+            table.mode,
+            batch_id,
+            status="failed",
+            error=str(failure),
+            error_class=_classify(failure.error),
+            attempts=failure.attempts,
+            failure=failure,
+        )
 
 
 def prepare_warehouse(connect_warehouse: ConnectFn, sources: tuple[SourceConfig, ...]) -> None:

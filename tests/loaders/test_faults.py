@@ -402,7 +402,8 @@ def test_a_crash_of_the_server_holding_source_and_warehouse_is_survived_and_reco
     execute(source, SCHEMA_SQL.read_text())
     fill_events(source, 200_000)
     warehouse = database_on(second_server, "wh")
-    process = run_cli(cli_env(tmp_path, warehouse, source))
+    # Crash recovery takes seconds, longer on a busy machine: room for ten attempts.
+    process = run_cli(cli_env(tmp_path, warehouse, source), "--retries", "10")
     wait_for(lambda: copying_out(source) or process.poll() is not None)
     ((backend,),) = execute(
         source,
@@ -448,3 +449,19 @@ def test_a_source_that_stays_down_fails_the_table_with_its_real_error_recorded(
     )
     assert (status, error_class, attempts) == ("failed", "transient", 3)
     assert "cannot connect to source" in message or "server" in message
+
+
+def test_an_interrupted_load_is_recorded_and_ends_with_one_line(
+    source_dsn: str, warehouse_dsn: str, tmp_path: Path
+) -> None:
+    fill_events(source_dsn, 300_000)
+    process = run_cli(cli_env(tmp_path, warehouse_dsn, source_dsn))
+    wait_for(lambda: copying_out(source_dsn) or process.poll() is not None)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert execute(warehouse_dsn, "select status, error_message from ops.job_runs") == [
+        ("failed", "interrupted")
+    ]
