@@ -4,29 +4,32 @@ a source type maps to one the warehouse has."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import psycopg2.errors
+from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import DeclarationError
 
 # Columns of a relation (table, partitioned table, view, materialized view) in order,
-# with the type as the warehouse should see it. User-defined types (enums, composites,
-# ranges of user types) become text; domains become their base type.
+# with the type as the warehouse should see it. Built-in types keep theirs (ranges and
+# multiranges included); user-defined types (enums, composites, ranges of user types)
+# become text; domains become their base type.
 SOURCE_COLUMNS = """
 select
     attribute.attname as column_name,
     format_type(attribute.atttypid, attribute.atttypmod) as declared_type,
     case
-        when base_type.typtype = 'b' and base_type.typcategory <> 'A'
+        when base_type.typtype in ('b', 'r', 'm') and base_type.typcategory <> 'A'
             and base_type.typnamespace = 'pg_catalog'::regnamespace
             then format_type(
                 base_type.oid,
                 case when column_type.typtype = 'd' then column_type.typtypmod
                     else attribute.atttypmod end
             )
-        when base_type.typcategory = 'A' and element_type.typtype = 'b'
+        when base_type.typcategory = 'A' and element_type.typtype in ('b', 'r', 'm')
             and element_type.typnamespace = 'pg_catalog'::regnamespace
             then format_type(
                 base_type.oid,
@@ -36,8 +39,8 @@ select
         when base_type.typcategory = 'A' then 'text[]'
         else 'text'
     end as portable_type,
-    base_type.typtype = 'b' and base_type.typnamespace = 'pg_catalog'::regnamespace
-        as is_builtin
+    base_type.typtype in ('b', 'r', 'm')
+        and base_type.typnamespace = 'pg_catalog'::regnamespace as is_builtin
 from pg_attribute as attribute
 inner join pg_class as relation on relation.oid = attribute.attrelid
 inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
@@ -59,7 +62,6 @@ select relation.relname
 from pg_class as relation
 inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
 where namespace.nspname = %(schema)s and relation.relkind in ('r', 'p', 'v', 'm', 'f')
-    and not relation.relispartition
 order by relation.relname
 """
 
@@ -74,6 +76,32 @@ inner join pg_attribute as attribute
 where namespace.nspname = %(schema)s and relation.relname = %(table)s and index_.indisprimary
 order by key.position
 """
+
+# Column sets the source itself keeps unique: its primary key and unique indexes
+# (no predicate, no expressions, columns not null).
+UNIQUE_KEYS = """
+select array_agg(attribute.attname order by key.position)
+from pg_index as index_
+inner join pg_class as relation on relation.oid = index_.indrelid
+inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
+inner join lateral unnest(index_.indkey) with ordinality as key (attnum, position) on true
+inner join pg_attribute as attribute
+    on attribute.attrelid = relation.oid and attribute.attnum = key.attnum
+where namespace.nspname = %(schema)s and relation.relname = %(table)s
+    and index_.indisunique and index_.indpred is null and index_.indexprs is null
+group by index_.indexrelid
+having bool_and(attribute.attnotnull)
+"""
+
+# The partitioned tables (at any level) a relation is a partition of.
+PARTITION_ANCESTORS = """
+select ancestor.relname
+from pg_partition_ancestors(cast(%(relation)s as regclass)) as tree
+inner join pg_class as ancestor on ancestor.oid = tree.relid
+where tree.relid <> cast(%(relation)s as regclass)
+"""
+
+XML_PROBE = "select cast('<probe/>' as xml)"
 
 WAREHOUSE_COLUMNS = """
 select attribute.attname, format_type(attribute.atttypid, attribute.atttypmod)
@@ -120,6 +148,15 @@ def read_primary_key(cur: Cursor, schema: str, table: str) -> tuple[str, ...]:
     return tuple(row[0] for row in cur.fetchall())
 
 
+def source_keeps_unique(cur: Cursor, schema: str, table: str, keys: tuple[str, ...]) -> bool:
+    """Whether the source guarantees the declared key is unique: a primary key or a
+    unique index on some of its columns (views and bare tables guarantee nothing)."""
+    if not keys:
+        return False
+    cur.execute(UNIQUE_KEYS, {"schema": schema, "table": table})
+    return any(set(columns) <= set(keys) for (columns,) in cur.fetchall())
+
+
 def read_warehouse_columns(cur: Cursor, schema: str, table: str) -> dict[str, str]:
     cur.execute(WAREHOUSE_COLUMNS, {"schema": schema, "table": table})
     return dict(cur.fetchall())
@@ -150,6 +187,48 @@ def validate_table(cur: Cursor, source: SourceConfig, table: TableConfig) -> tup
             where, f"cursor column {table.cursor!r} does not exist", candidates=names
         )
     return columns
+
+
+def declared_ancestors(cur: Cursor, source: SourceConfig, table: TableConfig) -> list[str]:
+    """The declared tables of the same source that ``table`` is a partition of: its
+    rows would be stored twice, once in each raw table."""
+    relation = sql.Identifier(source.source_schema, table.name).as_string(cur)
+    cur.execute(PARTITION_ANCESTORS, {"relation": relation})
+    declared = {other.name for other in source.tables}
+    return [name for (name,) in cur.fetchall() if name in declared]
+
+
+def supports_xml(cur: Cursor) -> bool:
+    """Whether the warehouse can hold xml values (a server built without libxml, as the
+    embedded one is, has the type but cannot read a single value)."""
+    cur.execute("savepoint tidewater_xml_probe")
+    try:
+        cur.execute(XML_PROBE)
+    except psycopg2.errors.FeatureNotSupported:
+        cur.execute("rollback to savepoint tidewater_xml_probe")
+        return False
+    cur.execute("release savepoint tidewater_xml_probe")
+    return True
+
+
+def fit_to_warehouse(
+    cur: Cursor, columns: tuple[Column, ...]
+) -> tuple[tuple[Column, ...], list[str]]:
+    """Columns as this warehouse can hold them, and what was changed: xml becomes text
+    where the warehouse has no XML support (as enums become text everywhere)."""
+    xml = [c.name for c in columns if c.warehouse_type in ("xml", "xml[]")]
+    if not xml or supports_xml(cur):
+        return columns, []
+    fitted = tuple(
+        replace(c, warehouse_type="text" if c.warehouse_type == "xml" else "text[]")
+        if c.name in xml
+        else c
+        for c in columns
+    )
+    return fitted, [
+        f"column(s) {', '.join(xml)} are xml in the source and load as text: the warehouse "
+        "has no XML support (built without libxml)"
+    ]
 
 
 _VARCHAR = re.compile(r"^character varying\((\d+)\)$")

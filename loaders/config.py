@@ -6,6 +6,7 @@ checks and tests and lineage runs from each source table to the marts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,20 +14,135 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import psycopg2
 import yaml
+from jsonschema import Draft202012Validator, ValidationError
+from psycopg2.extensions import parse_dsn
 
-from loaders.exceptions import DeclarationError
+from loaders.exceptions import DeclarationError, MalformedDsn
 from tidewater.paths import DBT_PROJECT_DIR
 
 Mode = Literal["incremental", "bulk"]
 MODES: tuple[Mode, ...] = ("incremental", "bulk")
-TABLE_KEYS = frozenset(
-    {"mode", "cursor", "primary_key", "detect_deletes", "lag", "late_commit_protection", "enabled"}
-)
-SOURCE_KEYS = frozenset({"source_schema", "dsn_env", "kind"})
 SourceKind = Literal["postgres", "redshift"]
 SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day)s?\s*$")
+
+# The declaration's JSON schema: every setting the loaders read, with what each
+# allows in words ("description"), which the one-line errors quote. Only the
+# loaders' part (``meta.tidewater``) is closed; the rest of a sources file is dbt's.
+_BOOLEAN = {"type": "boolean", "description": "true or false (unquoted)"}
+_COLUMN = {"type": "string", "minLength": 1, "description": "a column name"}
+TABLE_SETTINGS: dict[str, Any] = {
+    "type": "object",
+    "description": "a mapping of settings",
+    "additionalProperties": False,
+    "properties": {
+        "mode": {"enum": list(MODES), "description": "incremental or bulk"},
+        "cursor": {
+            **_COLUMN,
+            "description": "a column name (a timestamp the database sets on every write)",
+        },
+        "primary_key": {
+            "anyOf": [
+                _COLUMN,
+                {"type": "array", "items": _COLUMN, "uniqueItems": True},
+            ],
+            "description": "a column name or a list of column names",
+        },
+        "detect_deletes": _BOOLEAN,
+        "lag": {
+            "anyOf": [
+                {"const": 0},
+                {"type": "string", "pattern": r"^\s*(0|\d+\s*(second|minute|hour|day)s?)\s*$"},
+            ],
+            "description": "an interval like '30 seconds', '5 minutes', '1 hour', or 0",
+        },
+        "late_commit_protection": _BOOLEAN,
+        "enabled": _BOOLEAN,
+    },
+}
+SOURCE_SETTINGS: dict[str, Any] = {
+    "type": "object",
+    "description": "a mapping of settings",
+    "additionalProperties": False,
+    "properties": {
+        "source_schema": {
+            "type": "string",
+            "minLength": 1,
+            "description": "a schema name in the source database",
+        },
+        "dsn_env": {
+            "type": "string",
+            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+            "description": "the name of an environment variable, e.g. TIDEWATER_SOURCE_APP_DSN",
+        },
+        "kind": {"enum": list(SOURCE_KINDS), "description": "postgres or redshift"},
+        "source_statement_timeout": {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|sec|min|h|d|milliseconds?|seconds?"
+                    r"|minutes?|hours?|days?)\s*$",
+                },
+            ],
+            "description": "whole seconds (e.g. 300) or an interval like '30s', '5 minutes', "
+            "'500ms'",
+        },
+    },
+}
+
+
+def _with_meta(settings: dict[str, Any]) -> dict[str, Any]:
+    meta = {"type": "object", "properties": {"tidewater": settings}}
+    return {"config": {"type": "object", "properties": {"meta": meta}}, "meta": meta}
+
+
+DECLARATION_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "description": "a mapping (a dbt properties file)",
+    "properties": {
+        "sources": {
+            "type": "array",
+            "description": "a list of sources",
+            "items": {
+                "type": "object",
+                "description": "a mapping with at least name:",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "description": "a name"},
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "the raw schema's name",
+                    },
+                    **_with_meta(SOURCE_SETTINGS),
+                    "tables": {
+                        "type": "array",
+                        "description": "a list of tables",
+                        "items": {
+                            "type": "object",
+                            "description": "a mapping with at least name:",
+                            "required": ["name"],
+                            "properties": {
+                                "name": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "description": "the table's name in the source",
+                                },
+                                **_with_meta(TABLE_SETTINGS),
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+TABLE_KEYS = frozenset(TABLE_SETTINGS["properties"])
+SOURCE_KEYS = frozenset(SOURCE_SETTINGS["properties"])
 
 
 @dataclass(frozen=True)
@@ -78,6 +194,74 @@ def parse_lag(value: Any, where: str) -> timedelta:
     return timedelta(**{unit + "s": amount})
 
 
+def _found(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    kind = kinds.get(type(value)) or ("a list" if isinstance(value, list) else "a mapping")
+    text = json.dumps(value, default=str)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({kind})"
+
+
+def _declaration_error(document: Any, error: ValidationError, file: str) -> DeclarationError:
+    """One line from a schema violation: file, source, table, field, found, allowed."""
+    path = list(error.absolute_path)
+    where = [file]
+    field = None
+    if len(path) >= 2 and path[0] == "sources" and isinstance(path[1], int):
+        source = document["sources"][path[1]]
+        name = source.get("name") if isinstance(source, dict) else None
+        where.append(f"source {name}" if name else f"source #{path[1] + 1}")
+        if len(path) >= 4 and path[2] == "tables" and isinstance(path[3], int):
+            table = source["tables"][path[3]]
+            name = table.get("name") if isinstance(table, dict) else None
+            where.append(f"table {name}" if name else f"table #{path[3] + 1}")
+    named = [part for part in path if isinstance(part, str)]
+    if named and not isinstance(path[-1], int):
+        field = named[-1]
+        if field in ("tidewater", "meta", "config"):
+            field = ".".join(named[named.index("config") if "config" in named else -2 :])
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    allowed = schema.get("description", "")
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(error.instance) - set(schema.get("properties", {})))
+        problem = f"unknown setting(s) {', '.join(unknown)}"
+        if field:
+            problem += f" in {field}"
+        allowed = "; allowed: " + ", ".join(sorted(schema.get("properties", {})))
+        return DeclarationError(_where(where), problem + allowed)
+    if error.validator == "required":
+        missing = [key for key in schema.get("required", []) if key not in error.instance]
+        what = "table's name in the source" if len(where) > 2 else "source's name"
+        return DeclarationError(
+            _where(where),
+            f"the entry has no {', '.join(missing)}; it is required: add name: <the {what}>",
+        )
+    subject = field or "the file"
+    return DeclarationError(
+        _where(where), f"{subject} is {_found(error.instance)}; allowed: {allowed or error.message}"
+    )
+
+
+def _where(parts: list[str]) -> str:
+    return parts[0] + (": " + ", ".join(parts[1:]) if parts[1:] else "")
+
+
+def validate_declaration(document: Any, file: str) -> None:
+    """Check a sources file against `DECLARATION_SCHEMA` before anything runs.
+
+    Raises:
+        DeclarationError: for the first violation, in file order.
+    """
+    validator = Draft202012Validator(DECLARATION_SCHEMA)
+    errors = sorted(
+        validator.iter_errors(document),
+        key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, p) for p in e.absolute_path],
+    )
+    if errors:
+        raise _declaration_error(document, errors[0], file)
+
+
 def _tidewater_meta(entry: dict[str, Any]) -> Any:
     """``config.meta.tidewater`` (dbt 1.10+), or the older top-level ``meta.tidewater``."""
     in_config = ((entry.get("config") or {}).get("meta") or {}).get("tidewater")
@@ -88,21 +272,12 @@ def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
     meta = _tidewater_meta(entry)
     if meta is None:
         return None
-    if not isinstance(meta, dict):
-        raise DeclarationError(where, "meta.tidewater must be a mapping")
-    unknown = sorted(set(meta) - TABLE_KEYS)
-    if unknown:
-        raise DeclarationError(
-            where, f"unknown setting(s) {', '.join(unknown)}", candidates=sorted(TABLE_KEYS)
-        )
     if meta.get("enabled") is False:
         return None
     primary_key = meta.get("primary_key") or ()
     if isinstance(primary_key, str):
         primary_key = (primary_key,)
     mode = meta.get("mode") or ("incremental" if meta.get("cursor") else "bulk")
-    if mode not in MODES:
-        raise DeclarationError(where, f"mode {mode!r} is not known", candidates=MODES)
     cursor = meta.get("cursor")
     if mode == "incremental" and not cursor:
         raise DeclarationError(
@@ -115,7 +290,7 @@ def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
             "load with mode: bulk",
         )
     return TableConfig(
-        name=str(entry["name"]),
+        name=entry["name"],
         mode=mode,
         primary_key=tuple(str(column) for column in primary_key),
         cursor=str(cursor) if cursor else None,
@@ -125,23 +300,16 @@ def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
     )
 
 
-def _source_config(source: dict[str, Any], path: Path) -> SourceConfig | None:
-    name = str(source.get("name", ""))
-    where = f"{path.name}: source {name}"
+def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfig | None:
+    name = str(source["name"])
+    where = f"{file}: source {name}"
     meta = _tidewater_meta(source) or {}
     if source.get("loader") != "tidewater" and not meta:
         return None
-    unknown = sorted(set(meta) - SOURCE_KEYS)
-    if unknown:
-        raise DeclarationError(
-            where, f"unknown setting(s) {', '.join(unknown)}", candidates=sorted(SOURCE_KEYS)
-        )
     kind = meta.get("kind", "postgres")
-    if kind not in SOURCE_KINDS:
-        raise DeclarationError(where, f"kind {kind!r} is not known", candidates=SOURCE_KINDS)
     tables = []
     for entry in source.get("tables") or []:
-        table = _table_config(entry, f"{where}, table {entry.get('name')}")
+        table = _table_config(entry, f"{where}, table {entry['name']}")
         if table is not None:
             tables.append(table)
     return SourceConfig(
@@ -162,9 +330,12 @@ def load_sources(project_dir: Path = DBT_PROJECT_DIR) -> tuple[SourceConfig, ...
         try:
             document = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise DeclarationError(str(path), f"not valid YAML: {exc}") from exc
+            problem = " ".join(str(exc).split())
+            raise DeclarationError(str(path), f"not valid YAML: {problem}") from exc
+        file = str(path.relative_to(project_dir))
+        validate_declaration(document, file)
         for source in document.get("sources") or []:
-            config = _source_config(source, path)
+            config = _source_config(source, path, file)
             if config is not None:
                 sources.append(config)
     return tuple(sources)
@@ -181,6 +352,25 @@ def select_sources(
         if name not in known:
             raise DeclarationError("--source", f"no source {name!r} is declared", candidates=known)
     return tuple(known[name] for name in names)
+
+
+def check_dsn(source: SourceConfig) -> None:
+    """Check that the source's DSN variable (if set) holds a connection string, before
+    anything connects: libpq's own complaints are tracebacks or echo the string."""
+    value = os.environ.get(source.dsn_env)
+    if not value:
+        return
+    try:
+        params = parse_dsn(value)
+    except psycopg2.ProgrammingError:
+        raise MalformedDsn(
+            source.dsn_env, "neither a postgresql:// URL nor key=value pairs"
+        ) from None
+    if "://" in value and not value.startswith(("postgresql://", "postgres://")):
+        raise MalformedDsn(source.dsn_env, "the URL does not start with postgresql://")
+    port = params.get("port")
+    if port and not all(part.strip().isdigit() for part in port.split(",")):
+        raise MalformedDsn(source.dsn_env, "the port is not a number")
 
 
 def source_dsn(source: SourceConfig) -> str | None:

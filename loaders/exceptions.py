@@ -22,6 +22,22 @@ class DeclarationError(LoaderError):
         super().__init__(f"{where}: {problem}{hint}")
 
 
+class MalformedDsn(LoaderError):
+    """A source's DSN environment variable does not hold a connection string.
+
+    The message names the variable, never its value (which may hold a password).
+    """
+
+    def __init__(self, env: str, problem: str) -> None:
+        self.env = env
+        self.problem = problem
+        super().__init__(
+            f"{env} is not a connection string ({problem}); set it to a URL like "
+            "postgresql://user:password@host:5432/dbname, or to key=value pairs like "
+            "'host=db.internal port=5432 dbname=app user=reader'"
+        )
+
+
 class SchemaConflict(LoaderError):
     """A source column changed in a way the raw table cannot follow."""
 
@@ -46,13 +62,39 @@ class BadData(LoaderError):
         super().__init__(f"{table}: {reason}; nothing was written for this table")
 
 
+class NonUniqueKey(LoaderError):
+    """The declared primary key holds different rows under one value in one read."""
+
+    def __init__(
+        self, table: str, keys: Sequence[str], example: Sequence[object], versions: int, count: int
+    ) -> None:
+        self.table = table
+        self.keys = tuple(keys)
+        self.example = tuple(example)
+        self.versions = versions
+        self.count = count
+        shown = ", ".join(
+            f"{key}={value}" for key, value in zip(self.keys, self.example, strict=True)
+        )
+        super().__init__(
+            f"{table}: primary_key ({', '.join(self.keys)}) is not unique in the source: "
+            f"{count} key value(s) hold different rows in one consistent read, e.g. {shown} "
+            f"({versions} different rows); nothing was written. Declare a key that is unique "
+            "there (a primary key or unique index at the source guarantees it), or load the "
+            "table with mode: bulk and no primary_key"
+        )
+
+
 class TableLoadFailed(LoaderError):
     """One table failed; carries the table and the underlying error."""
 
-    def __init__(self, table: str, error: BaseException, *, transient: bool) -> None:
+    def __init__(
+        self, table: str, error: BaseException, *, transient: bool, attempts: int = 1
+    ) -> None:
         self.table = table
         self.error = error
         self.transient = transient
+        self.attempts = attempts
         kind = "transient (retries exhausted)" if transient else "terminal"
         message = " ".join(str(error).split())
         super().__init__(f"{table}: {kind} error: {message}")
@@ -63,6 +105,8 @@ class LoadRunFailed(LoaderError):
 
     def __init__(self, failures: Sequence[TableLoadFailed]) -> None:
         self.failures = tuple(failures)
+        # The run failed transiently when every table did (a retry later may pass).
+        self.transient = all(failure.transient for failure in self.failures)
         names = ", ".join(failure.table for failure in self.failures)
         super().__init__(
             f"{len(self.failures)} table(s) failed to load ({names}); "

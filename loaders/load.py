@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
+import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from loaders.catalog import METADATA_COLUMNS, Column, is_widening, read_warehouse_columns
-from loaders.exceptions import LoaderError, SchemaConflict
+from loaders.exceptions import LoaderError, NonUniqueKey, SchemaConflict
 
 STAGE = "_tidewater_stage"
 KEY_STAGE = "_tidewater_stage_keys"
@@ -48,13 +49,24 @@ class MissingSchema(LoaderError):
 
 
 def ensure_schema(cur: Cursor, schema: str) -> None:
+    """Create the raw schema in the caller's transaction, so a failed first load leaves
+    none behind. Tables of one source load in parallel: while another first load has
+    created the schema but not yet committed, this one waits for it; when it commits,
+    the schema is there (the duplicate is rolled back to a savepoint), and when it
+    rolls back, this one creates it."""
     cur.execute("select 1 from pg_namespace where nspname = %s", (schema,))
     if cur.fetchone():
         return
     cur.execute("select has_database_privilege(current_database(), 'CREATE')")
     if not cur.fetchone()[0]:
         raise MissingSchema(schema)
-    cur.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+    cur.execute("savepoint tidewater_schema")
+    try:
+        cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    except psycopg2.errors.UniqueViolation:
+        cur.execute("rollback to savepoint tidewater_schema")
+    else:
+        cur.execute("release savepoint tidewater_schema")
 
 
 def prepare_raw_table(
@@ -187,6 +199,42 @@ def _comparable(column: Column, alias: str) -> sql.Composable:
     return sql.SQL("cast({} as text)").format(reference)
 
 
+def check_unique_keys(cur: Cursor, table: RawTable, *, where: str, stage: str = STAGE) -> None:
+    """Fail when the stage holds one key with different contents.
+
+    The stage is one consistent read of the source, so two different rows under one
+    key mean the declared key is not unique there; which one is right cannot be
+    known, and merging would keep one and drop the others without a word. The same
+    row read twice (a view over overlapping parts) is one row, and passes.
+
+    Raises:
+        NonUniqueKey: naming the key columns, one example value and how many keys.
+    """
+    keys = sql.SQL(", ").join(map(sql.Identifier, table.primary_key))
+    row = sql.SQL("md5(cast(row({}) as text))").format(
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    )
+    cur.execute(
+        sql.SQL(
+            "select {example}, versions, count(*) over () from ("
+            "select {keys}, count(distinct {row}) as versions from {stage} "
+            "group by {keys} having count(distinct {row}) > 1) as duplicated "
+            "order by versions desc limit 1"
+        ).format(
+            example=sql.SQL(", ").join(
+                sql.SQL("cast({} as text)").format(sql.Identifier(key)) for key in table.primary_key
+            ),
+            keys=keys,
+            row=row,
+            stage=sql.Identifier(stage),
+        )
+    )
+    found = cur.fetchone()
+    if found is not None:
+        *example, versions, count = found
+        raise NonUniqueKey(where, table.primary_key, example, int(versions), int(count))
+
+
 def merge_stage(
     cur: Cursor,
     table: RawTable,
@@ -200,7 +248,9 @@ def merge_stage(
 
     One ``insert … on conflict do update … where changed`` probes the key index per
     staged row, so the cost follows the rows staged, not the size of the raw table.
-    A stage holding the same key twice keeps the row with the newest ``newest_by``.
+    A stage holding the same key twice keeps the row with the newest ``newest_by``
+    (callers run `check_unique_keys` first, unless the source guarantees the key, so
+    such rows are identical).
     Columns dropped at the source keep their old values in rows that do not change,
     and become null in rows written from then on.
 

@@ -32,7 +32,12 @@ from tenacity import (
 )
 
 from loaders import deletes
-from loaders.catalog import read_primary_key, validate_table
+from loaders.catalog import (
+    declared_ancestors,
+    fit_to_warehouse,
+    source_keeps_unique,
+    validate_table,
+)
 from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import BadData, LoadRunFailed, TableLoadFailed
 from loaders.extract import (
@@ -45,6 +50,7 @@ from loaders.extract import (
 from loaders.load import (
     STAGE,
     RawTable,
+    check_unique_keys,
     copy_in,
     create_stage,
     ensure_indexes,
@@ -86,6 +92,7 @@ class TableResult:
     attempts: int = 1
     error: str | None = None
     error_class: str | None = None
+    warnings: list[str] = field(default_factory=list)
     failure: TableLoadFailed | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -208,6 +215,15 @@ def load_table(
         hold_raw_shared(wh)
         # Two loads of the same table never run at once, whoever starts them.
         hold_table_load(wh, f"{source.raw_schema}.{table.name}")
+        columns, notes = fit_to_warehouse(wh, columns)
+        result.warnings += [f"{result.name}: {note}" for note in notes]
+        for parent in declared_ancestors(src, source, table):
+            result.warnings.append(
+                f"{result.name} is a partition of {source.name}.{parent}, which is declared "
+                f"too: its rows are stored twice ({source.raw_schema}.{parent} and "
+                f"{source.raw_schema}.{table.name}); declare only one of them"
+            )
+        # In this transaction: a failed first load leaves no empty schema behind.
         ensure_schema(wh, source.raw_schema)
         ensure_state_table(wh)
         raw, created = prepare_raw_table(
@@ -349,10 +365,10 @@ def _load_incremental(
     names = [column.name for column in raw.columns]
     wh.execute(sql.SQL("select exists (select from {})").format(raw.identifier))
     empty = not wh.fetchone()[0]
-    # The source itself guarantees unique keys (its primary key is the declared one):
-    # a first load can COPY straight into the raw table. Otherwise (views, declared
-    # keys) rows go through the stage, where duplicates keep the newest version.
-    unique_at_source = read_primary_key(src, source.source_schema, table.name) == table.primary_key
+    # The source itself guarantees unique keys (a primary key or unique index): a first
+    # load can COPY straight into the raw table. Otherwise (views, declared keys) rows
+    # go through the stage, which is checked for one key holding different rows.
+    unique_at_source = source_keeps_unique(src, source.source_schema, table.name, table.primary_key)
     if empty and unique_at_source:
         # First load into an empty table: COPY straight in (indexes come after).
         result.inserted = _stream(src, query, params, wh, raw.identifier, names)
@@ -363,6 +379,8 @@ def _load_incremental(
     ensure_indexes(wh, raw)
     create_stage(wh, raw)
     _stream(src, query, params, wh, sql.Identifier(STAGE), names)
+    if not unique_at_source:
+        check_unique_keys(wh, raw, where=result.name)
     result.inserted, result.updated = merge_stage(wh, raw, result.batch_id, newest_by=table.cursor)
     return previous
 
@@ -387,6 +405,8 @@ def _load_bulk(
     create_stage(wh, raw)
     result.rows_read = _stream(src, query, params, wh, sql.Identifier(STAGE), names)
     if raw.primary_key:
+        if not source_keeps_unique(src, source.source_schema, raw.name, raw.primary_key):
+            check_unique_keys(wh, raw, where=result.name)
         result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
         result.deleted = mark_missing_deleted(wh, raw, result.batch_id, keys=STAGE)
     else:
@@ -418,6 +438,8 @@ def _detect_deletes(
     )
     create_stage(wh, raw)
     result.reread += _stream(src, query, params, wh, sql.Identifier(STAGE), names)
+    if not source_keeps_unique(src, source.source_schema, raw.name, raw.primary_key):
+        check_unique_keys(wh, raw, where=result.name)
     inserted, updated = merge_stage(wh, raw, batch_id)
     result.inserted += inserted
     result.updated += updated
@@ -474,7 +496,7 @@ def load_with_retries(
         )
     except Exception as exc:
         raise TableLoadFailed(
-            f"{source.name}.{table.name}", exc, transient=is_transient(exc)
+            f"{source.name}.{table.name}", exc, transient=is_transient(exc), attempts=attempts
         ) from exc
     return replace(result, attempts=attempts, started_at=started)
 
@@ -528,35 +550,45 @@ def load_all(
         futures: dict[Future[TableResult], tuple[SourceConfig, TableConfig]] = {
             pool.submit(run, source, table): (source, table) for source, table in work
         }
-        for future in as_completed(futures):
-            source, table = futures[future]
-            try:
-                result = future.result()
-            except TableLoadFailed as failure:
-                result = TableResult(
-                    source.name,
-                    table.name,
-                    table.mode,
-                    batch_id,
-                    status="failed",
-                    error=str(failure),
-                    error_class=_classify(failure.error),
-                    failure=failure,
-                )
-            results.append(result)
-            if on_done is not None:
-                on_done(result)
+        try:
+            for future in as_completed(futures):
+                results.append(_outcome(future, *futures[future], batch_id=batch_id))
+                if on_done is not None:
+                    on_done(results[-1])
+        except KeyboardInterrupt:
+            # Tables not started are skipped; those loading finish or roll back whole.
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return results
 
 
+def _outcome(
+    future: Future[TableResult], source: SourceConfig, table: TableConfig, *, batch_id: str
+) -> TableResult:
+    try:
+        return future.result()
+    except TableLoadFailed as failure:
+        return TableResult(
+            source.name,
+            table.name,
+            table.mode,
+            batch_id,
+            status="failed",
+            error=str(failure),
+            error_class=_classify(failure.error),
+            attempts=failure.attempts,
+            failure=failure,
+        )
+
+
 def prepare_warehouse(connect_warehouse: ConnectFn, sources: tuple[SourceConfig, ...]) -> None:
-    """Create raw schemas and the mark table once, before tables load in parallel."""
+    """Create the mark table once, before tables load in parallel. Raw schemas are
+    created by the first load into each, in its own transaction (`ensure_schema`)."""
     conn = connect_warehouse()
     try:
         with conn.cursor() as cur:
             hold_ddl(cur)
-            for source in sources:
-                ensure_schema(cur, source.raw_schema)
             ensure_state_table(cur)
         conn.commit()
     finally:

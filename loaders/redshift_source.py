@@ -120,7 +120,14 @@ def load_table_from_redshift(
     """One table from a Redshift source into the PostgreSQL warehouse."""
     import boto3
 
-    from loaders.load import STAGE, create_stage, ensure_indexes, merge_stage, prepare_raw_table
+    from loaders.load import (
+        STAGE,
+        create_stage,
+        ensure_indexes,
+        ensure_schema,
+        merge_stage,
+        prepare_raw_table,
+    )
     from loaders.pipeline import TableResult, _aware
     from loaders.redshift import copy_manifest_into_postgres
     from loaders.redshift_pipeline import MissingStaging
@@ -141,6 +148,7 @@ def load_table_from_redshift(
             )
         wh = warehouse_conn.cursor()
         hold_table_load(wh, f"{source.raw_schema}.{table.name}")
+        ensure_schema(wh, source.raw_schema)
         ensure_state_table(wh)
         raw, created = prepare_raw_table(
             wh, source.raw_schema, table.name, columns, table.primary_key

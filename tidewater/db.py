@@ -30,8 +30,49 @@ TRANSIENT_SQLSTATES = frozenset(
 )
 
 
+# What libpq says, with no SQLSTATE, when a server is down, restarting, recovering from
+# a crash or has dropped the connection: worth a retry. A wrong password, an unknown
+# database or host name says something else, and is not.
+TRANSIENT_MESSAGES = (
+    "connection refused",
+    "server closed the connection unexpectedly",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "terminating connection",
+    "could not receive data from server",
+    "could not send data to server",
+    "no connection to the server",
+    "connection already closed",
+    "ssl connection has been closed unexpectedly",
+    "timeout expired",
+    "connection timed out",
+    "sorry, too many clients already",
+    "no message from the libpq",
+)
+
+
+def _says_transient(message: str) -> bool:
+    lowered = " ".join(message.lower().split())
+    return any(pattern in lowered for pattern in TRANSIENT_MESSAGES)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether an error is a passing fault (retry) rather than a real one (stop)."""
+    """Whether an error is a passing fault (retry) rather than a real one (stop).
+
+    Transient: serialization failures, deadlocks, lock timeouts, admin and crash
+    shutdowns (57P01-57P03), lost connections, and a server that refuses
+    connections, is starting, recovering or shutting down — also when `connect`
+    has wrapped that in `ConnectionFailed`, and when psycopg2 reports a connection
+    lost mid-COPY as a bare `DatabaseError` or a `SystemError` chained to it.
+    """
+    if isinstance(exc, ConnectionFailed):
+        return _says_transient(exc.reason)
+    if isinstance(exc, SystemError):
+        cause = exc.__cause__ or exc.__context__
+        return isinstance(cause, psycopg2.Error) and is_transient(cause)
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         code = getattr(exc, "pgcode", None)
         if code is None:
@@ -39,6 +80,10 @@ def is_transient(exc: BaseException) -> bool:
             return True
         return code in TRANSIENT_SQLSTATES or code.startswith("08")
     code = getattr(exc, "pgcode", None)
+    if code is None and isinstance(exc, psycopg2.DatabaseError):
+        cursor = getattr(exc, "cursor", None)
+        closed = cursor is not None and bool(cursor.connection.closed)
+        return closed or _says_transient(str(exc))
     return code in TRANSIENT_SQLSTATES
 
 

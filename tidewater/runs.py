@@ -9,6 +9,7 @@ whose process dies is found by the next run (its pid is gone) and marked failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -105,6 +106,15 @@ where status = 'running' and host = %(host)s and pid <> all(%(alive)s)
 """
 
 ConnectFn = Callable[[], psycopg2.extensions.connection]
+# Waits between tries to write a record when the warehouse connection was lost (a
+# restart, a crash and its recovery): about half a minute in all.
+RECORD_RETRY_DELAYS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+END_RUN = """
+update ops.job_runs set finished_at = %s, duration_s = %s, status = %s,
+    error_class = %s, error_message = %s, rows_loaded = %s, details = %s
+where run_id = %s
+"""
 
 
 def code_revision() -> str | None:
@@ -133,6 +143,62 @@ def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
             cur.execute(statement)
     if not conn.autocommit:
         conn.commit()
+
+
+def write_record(
+    connect_fn: ConnectFn,
+    write: Callable[[psycopg2.extensions.connection], None],
+    *,
+    what: str,
+    conn: psycopg2.extensions.connection | None = None,
+) -> bool:
+    """Write a run record, reconnecting with backoff when the connection was lost.
+
+    A load that failed because the warehouse restarted must still record how it
+    ended, or the run reads "running" and later "killed or crashed". Never raises:
+    when the record cannot be written, one line on stderr says so and what was lost.
+    Returns whether it was written. ``conn`` (if given) is tried first, then closed.
+    """
+    from tidewater.cli import say
+    from tidewater.db import is_transient
+    from tidewater.exceptions import TidewaterError
+
+    error: BaseException | None = None
+    for delay in RECORD_RETRY_DELAYS:
+        time.sleep(delay)
+        try:
+            if conn is None or conn.closed:
+                conn = connect_fn()
+                conn.autocommit = True
+            write(conn)
+            return True
+        except (psycopg2.Error, TidewaterError) as exc:
+            error = exc
+            if conn is not None:
+                with contextlib.suppress(psycopg2.Error):
+                    conn.close()
+            conn = None
+            if not is_transient(exc):
+                break
+        finally:
+            if conn is not None:
+                with contextlib.suppress(psycopg2.Error):
+                    conn.close()
+                conn = None
+    reason = " ".join(str(error).split()) or error.__class__.__name__
+    say(f"warning: could not record {what} in the warehouse's ops tables: {reason}")
+    return False
+
+
+def _error_class(error: BaseException) -> str:
+    """``transient`` or ``terminal``; an error that knows its class (a failed load run,
+    whose tables each failed one way or the other) says so itself."""
+    from tidewater.db import is_transient
+
+    known = getattr(error, "transient", None)
+    if isinstance(known, bool):
+        return "transient" if known else "terminal"
+    return "transient" if is_transient(error) else "terminal"
 
 
 def _alive_pids() -> list[int]:
@@ -164,8 +230,6 @@ def record_job(
     ``create=False`` nothing is created: if the ops tables do not exist yet, the
     job runs unrecorded (the roles tool must not create what it manages).
     """
-    from tidewater.db import is_transient
-
     run = JobRun(run_id=run_id or uuid.uuid4().hex[:12], job=job, started_at=datetime.now(UTC))
     conn = connect_fn()
     conn.autocommit = True
@@ -201,32 +265,30 @@ def record_job(
             error_class, message = "terminal", json.dumps(run.details, default=str)
         if error is not None and not (isinstance(error, SystemExit) and not error.code):
             status = "skipped" if run.status == "skipped" else "failed"
-            error_class = "transient" if is_transient(error) else "terminal"
+            error_class = _error_class(error)
             if isinstance(error, KeyboardInterrupt):
                 message = "interrupted"
             else:
                 message = " ".join(str(error).split()) or error.__class__.__name__
         run.status = status
-        _emit_job_metrics(job, status, time.perf_counter() - started, run.rows)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "update ops.job_runs set finished_at = %s, duration_s = %s, status = %s, "
-                    "error_class = %s, error_message = %s, rows_loaded = %s, details = %s "
-                    "where run_id = %s",
-                    (
-                        datetime.now(UTC),
-                        time.perf_counter() - started,
-                        status,
-                        error_class,
-                        message,
-                        run.rows,
-                        json.dumps(run.details, default=str),
-                        run.run_id,
-                    ),
-                )
-        finally:
-            conn.close()
+        seconds = time.perf_counter() - started
+        _emit_job_metrics(job, status, seconds, run.rows)
+        params = (
+            datetime.now(UTC),
+            seconds,
+            status,
+            error_class,
+            message,
+            run.rows,
+            json.dumps(run.details, default=str),
+            run.run_id,
+        )
+
+        def write(connection: psycopg2.extensions.connection) -> None:
+            with connection.cursor() as cur:
+                cur.execute(END_RUN, params)
+
+        write_record(connect_fn, write, what=f"the end of run {run.run_id} ({job})", conn=conn)
 
 
 def _emit_job_metrics(job: str, status: str, seconds: float, rows: int | None) -> None:

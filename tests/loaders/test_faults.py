@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+import psutil
 import psycopg2
 import pytest
+import yaml
 
 from loaders.config import SourceConfig
-from loaders.pipeline import raise_on_failure
-from tests.loaders.conftest import execute, only
+from loaders.pipeline import LoadOptions, connector, load_all, raise_on_failure
+from tests.loaders.conftest import SCHEMA_SQL, execute, only
+from tidewater import embedded
 
 COMPARED = "customer_id, email, full_name, country_code, is_marketing_opt_in, updated_at"
 
@@ -219,3 +228,240 @@ def test_a_real_error_is_not_retried(
     results = run_load(only(app_source, "customers"))
     assert results["customers"].status == "failed"
     assert results["customers"].error_class == "terminal"
+
+
+# --- server restarts and crashes: a second embedded server that the test may stop ---
+
+
+@pytest.fixture(scope="module")
+def second_server() -> Iterator[embedded.EmbeddedServer]:
+    """A PostgreSQL server of these tests' own (the suite's server must stay up for the
+    other tests), started through the same API as the embedded default. Its data lives
+    outside pytest's temporary directories, which other sessions may prune."""
+    base = Path(tempfile.mkdtemp(prefix="tidewater-second-server-"))
+    base.chmod(0o755)  # the server may run as a service user
+    pgdata = base / "pgdata"
+    server = embedded.start(
+        embedded.EmbeddedServer(pgdata=pgdata, port=embedded.choose_port(pgdata, 55439))
+    )
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            embedded.start(server)  # a test may have left it down
+        embedded.stop(server)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def database_on(server: embedded.EmbeddedServer, purpose: str) -> str:
+    name = f"twt_{uuid.uuid4().hex[:8]}_{purpose}"
+    execute(server.admin_dsn("postgres"), f'drop database if exists "{name}"')
+    execute(server.admin_dsn("postgres"), f'create database "{name}"')
+    return server.admin_dsn(name)
+
+
+def postmaster_pid(server: embedded.EmbeddedServer) -> int:
+    return int((server.pgdata / "postmaster.pid").read_text().split()[0])
+
+
+def crash(server: embedded.EmbeddedServer) -> None:
+    """Immediate shutdown (SIGQUIT to the postmaster): every backend dies at once, as
+    in a crash, and the next start runs crash recovery."""
+    pid = postmaster_pid(server)
+    os.kill(pid, signal.SIGQUIT)
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+
+
+def restart_after(server: embedded.EmbeddedServer, seconds: float) -> threading.Thread:
+    def run() -> None:
+        time.sleep(seconds)
+        embedded.start(server)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def copying_out(dsn: str) -> bool:
+    return bool(
+        execute(
+            dsn,
+            "select 1 from pg_stat_activity where datname = current_database() "
+            "and query ilike 'copy (select%%to stdout' and state = 'active'",
+        )
+    )
+
+
+def events_checksum(dsn: str, relation: str) -> list[tuple]:
+    return execute(
+        dsn,
+        f"select count(*), count(distinct event_id), sum(hashtext(cast(row(event_id, session_id, "
+        f"customer_id, event_type, page_path, properties, occurred_at) as text))::numeric) "
+        f"from {relation}",
+    )
+
+
+@pytest.fixture
+def restartable_source(second_server: embedded.EmbeddedServer) -> Iterator[str]:
+    dsn = database_on(second_server, "src")
+    execute(dsn, SCHEMA_SQL.read_text())
+    fill_events(dsn, 200_000)
+    yield dsn
+    embedded.start(second_server)
+
+
+# Backoff: 0.5 s, then 1, 2, 3, 3, … (plus up to 0.5 s of jitter); the server is down ~2.5 s.
+PATIENT = LoadOptions(retries=10, backoff_initial=0.5, backoff_max=3.0)
+
+
+@pytest.mark.parametrize("when", ["before-the-load", "mid-copy"])
+def test_a_source_down_longer_than_the_first_backoff_is_waited_for(
+    second_server: embedded.EmbeddedServer,
+    restartable_source: str,
+    warehouse_dsn: str,
+    app_source: SourceConfig,
+    when: str,
+) -> None:
+    if when == "before-the-load":
+        crash(second_server)
+        restarter = restart_after(second_server, 2.5)
+    else:
+
+        def crash_mid_copy() -> None:
+            wait_for(lambda: copying_out(restartable_source))
+            crash(second_server)
+            time.sleep(2.5)
+            embedded.start(second_server)
+
+        restarter = threading.Thread(target=crash_mid_copy)
+        restarter.start()
+    try:
+        (result,) = load_all(
+            (only(app_source, "events"),),
+            source_connectors={"app": connector(restartable_source, what="source")},
+            connect_warehouse=connector(warehouse_dsn, what="warehouse"),
+            options=PATIENT,
+        )
+    finally:
+        restarter.join()
+    assert result.status == "succeeded", result.error
+    assert result.attempts > 1
+    assert events_checksum(warehouse_dsn, "raw_app.events") == events_checksum(
+        restartable_source, "events"
+    )
+
+
+def cli_env(tmp_path: Path, warehouse: str, source: str) -> dict[str, str]:
+    """`python -m loaders` pointed at this warehouse (a profile of its own) and source."""
+    parts = urlsplit(warehouse)
+    (tmp_path / "profiles.yml").write_text(
+        yaml.safe_dump(
+            {
+                "tidewater": {
+                    "target": "faults",
+                    "outputs": {
+                        "faults": {
+                            "type": "postgres",
+                            "host": parts.hostname,
+                            "port": parts.port,
+                            "user": unquote(parts.username or "postgres"),
+                            "password": unquote(parts.password or ""),
+                            "dbname": parts.path.lstrip("/"),
+                            "schema": "analytics",
+                            "threads": 1,
+                        }
+                    },
+                }
+            }
+        )
+    )
+    env = dict(os.environ)
+    env.update(DBT_PROFILES_DIR=str(tmp_path), TIDEWATER_SOURCE_APP_DSN=source)
+    # Not the embedded warehouse: nothing is started or granted, only connected to.
+    env["TIDEWATER_EMBEDDED_PORT"] = "1"
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loaders", "--table", "events", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_crash_of_the_server_holding_source_and_warehouse_is_survived_and_recorded(
+    second_server: embedded.EmbeddedServer, tmp_path: Path
+) -> None:
+    """One server holds both (as the embedded default does); a backend killed mid-COPY
+    makes the postmaster restart every backend, the run record's connection with them.
+    The load is retried, and the run is recorded as it ended, not left 'running'."""
+    source = database_on(second_server, "src")
+    execute(source, SCHEMA_SQL.read_text())
+    fill_events(source, 200_000)
+    warehouse = database_on(second_server, "wh")
+    # Crash recovery takes seconds, longer on a busy machine: room for ten attempts.
+    process = run_cli(cli_env(tmp_path, warehouse, source), "--retries", "10")
+    wait_for(lambda: copying_out(source) or process.poll() is not None)
+    ((backend,),) = execute(
+        source,
+        "select pid from pg_stat_activity where datname = current_database() "
+        "and query ilike 'copy (select%%to stdout'",
+    )
+    os.kill(backend, signal.SIGKILL)
+    _out, err = process.communicate(timeout=300)
+    assert "Traceback" not in err, err
+    assert process.returncode == 0, err
+    assert execute(warehouse, "select status, error_message from ops.job_runs") == [
+        ("succeeded", None)
+    ]
+    ((status, attempts),) = execute(warehouse, "select status, attempts from ops.table_loads")
+    assert (status, attempts >= 2) == ("succeeded", True)
+    assert events_checksum(warehouse, "raw_app.events") == events_checksum(source, "events")
+
+
+def test_a_source_that_stays_down_fails_the_table_with_its_real_error_recorded(
+    second_server: embedded.EmbeddedServer, warehouse_dsn: str, tmp_path: Path
+) -> None:
+    source = database_on(second_server, "src")
+    execute(source, SCHEMA_SQL.read_text())
+    fill_events(source, 200_000)
+    process = run_cli(cli_env(tmp_path, warehouse_dsn, source), "--retries", "3")
+    try:
+        wait_for(lambda: copying_out(source) or process.poll() is not None)
+        crash(second_server)
+        _out, err = process.communicate(timeout=300)
+    finally:
+        embedded.start(second_server)
+    assert process.returncode == 1
+    assert "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "app.events: transient (retries exhausted) error" in err
+    ((status, error_class, message),) = execute(
+        warehouse_dsn, "select status, error_class, error_message from ops.job_runs"
+    )
+    assert (status, error_class) == ("failed", "transient")
+    assert "app.events" in message and "killed or crashed" not in message
+    ((status, error_class, attempts, message),) = execute(
+        warehouse_dsn, "select status, error_class, attempts, error_message from ops.table_loads"
+    )
+    assert (status, error_class, attempts) == ("failed", "transient", 3)
+    assert "cannot connect to source" in message or "server" in message
+
+
+def test_an_interrupted_load_is_recorded_and_ends_with_one_line(
+    source_dsn: str, warehouse_dsn: str, tmp_path: Path
+) -> None:
+    fill_events(source_dsn, 300_000)
+    process = run_cli(cli_env(tmp_path, warehouse_dsn, source_dsn))
+    wait_for(lambda: copying_out(source_dsn) or process.poll() is not None)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert execute(warehouse_dsn, "select status, error_message from ops.job_runs") == [
+        ("failed", "interrupted")
+    ]

@@ -3,6 +3,8 @@ safely, and declarations are checked before anything is written."""
 
 from __future__ import annotations
 
+import psycopg2
+import psycopg2.errors
 import pytest
 
 from loaders.catalog import is_widening
@@ -249,23 +251,179 @@ def test_widening_rules(old: str, new: str, widens: bool) -> None:
     assert is_widening(old, new) is widens
 
 
-def test_a_batch_holding_the_same_key_twice_keeps_the_newest_version(
+def test_a_batch_holding_one_key_with_two_contents_fails_instead_of_picking_one(
     source_dsn: str, warehouse_dsn: str, run_load
 ) -> None:
+    """One consistent snapshot showing a key twice with different contents means the
+    declared key is not unique there: the loader says so rather than guess which row
+    is right (it used to keep the one with the newest cursor)."""
     execute(
         source_dsn,
         "create table versions (id int, label text, updated_at timestamptz not null);"
-        "insert into versions values (1, 'old', '2026-01-01'), (1, 'new', '2026-01-02'),"
-        " (2, 'only', '2026-01-01');"
+        "insert into versions values (1, 'only', '2026-01-01'), (2, 'only', '2026-01-01');"
         "create view latest as select * from versions",
     )
     view = TableConfig(name="latest", mode="incremental", cursor="updated_at", primary_key=("id",))
-    raise_on_failure(list(run_load(custom_source(view)).values()))  # first load: COPY
+    raise_on_failure(list(run_load(custom_source(view)).values()))
     execute(
         source_dsn,
         "insert into versions values (2, 'newer', '2026-01-03'), (2, 'stale', '2026-01-02')",
     )
-    raise_on_failure(list(run_load(custom_source(view)).values()))  # merge of a batch with dups
-    assert execute(warehouse_dsn, "select id, label from raw_app.latest where id = 2") == [
-        (2, "newer")
+    result = run_load(custom_source(view))["latest"]
+    assert result.status == "failed"
+    assert "primary_key (id) is not unique in the source" in result.error
+    assert "e.g. id=2 (3 different rows)" in result.error
+    assert execute(warehouse_dsn, "select id, label from raw_app.latest order by id") == [
+        (1, "only"),
+        (2, "only"),
     ]
+
+
+def test_a_failed_first_load_leaves_no_raw_schema_behind(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
+    results = run_load(custom_source(TableConfig(name="custmers", mode="bulk")))
+    assert results["custmers"].status == "failed"
+    assert execute(
+        warehouse_dsn, "select count(*) from pg_namespace where nspname = 'raw_app'"
+    ) == [(0,)]
+
+
+def test_first_loads_of_many_tables_at_once_share_one_new_raw_schema(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
+    execute(
+        source_dsn,
+        "create table t1 (id int primary key); create table t2 (id int primary key);"
+        "create table t3 (id int primary key); create table t4 (id int primary key);"
+        "insert into t1 values (1); insert into t2 values (2); insert into t3 values (3);"
+        "insert into t4 values (4)",
+    )
+    tables = [TableConfig(name=f"t{n}", mode="bulk", primary_key=("id",)) for n in range(1, 5)]
+    results = run_load(custom_source(*tables), workers=4)
+    assert {name: result.status for name, result in results.items()} == dict.fromkeys(
+        ["t1", "t2", "t3", "t4"], "succeeded"
+    ), [result.error for result in results.values()]
+
+
+# xml values cannot be typed in on a server built without libxml (the embedded one);
+# this stands in for a production server that has it: text, relabelled as xml.
+RAW_XML = "create function raw_xml(text) returns xml language internal immutable strict as 'rtrim1'"
+
+
+def warehouse_has_xml(dsn: str) -> bool:
+    try:
+        execute(dsn, "select cast('<x/>' as xml)")
+    except psycopg2.errors.FeatureNotSupported:
+        return False
+    return True
+
+
+def test_xml_loads_as_text_into_a_warehouse_without_xml_support(
+    server_admin_dsn: str, source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
+    execute(server_admin_dsn.rsplit("/", 1)[0] + "/" + source_dsn.rsplit("/", 1)[1], RAW_XML)
+    execute(
+        source_dsn,
+        "create table docs (id int primary key, body xml, parts xml[], "
+        "updated_at timestamptz not null default now());"
+        "insert into docs (id, body, parts) values "
+        "(1, raw_xml('<a b=\"1\">x &amp; y</a>'), array[raw_xml('<p/>'), raw_xml('<q>2</q>')]),"
+        "(2, null, null)",
+    )
+    docs = TableConfig(name="docs", mode="incremental", cursor="updated_at", primary_key=("id",))
+    result = run_load(custom_source(docs))["docs"]
+    assert result.status == "succeeded", result.error
+    compare = "select id, cast(body as text), cast(parts as text[]) from {} order by id"
+    assert execute(warehouse_dsn, compare.format("raw_app.docs")) == execute(
+        source_dsn, compare.format("docs")
+    )
+    types = dict(
+        execute(
+            warehouse_dsn,
+            "select column_name, udt_name from information_schema.columns "
+            "where table_schema = 'raw_app' and table_name = 'docs'",
+        )
+    )
+    if warehouse_has_xml(warehouse_dsn):
+        assert (types["body"], types["parts"]) == ("xml", "_xml")
+        assert result.warnings == []
+    else:
+        assert (types["body"], types["parts"]) == ("text", "_text")
+        assert result.warnings == [
+            "app.docs: column(s) body, parts are xml in the source and load as text: "
+            "the warehouse has no XML support (built without libxml)"
+        ]
+
+
+def test_built_in_range_types_keep_their_type(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
+    execute(
+        source_dsn,
+        "create type floatrange as range (subtype = float8);"
+        "create table bookings (id int primary key, seats int4range, stay tstzrange, "
+        "days daterange[], slots int4multirange, odd floatrange);"
+        "insert into bookings values (1, '[1,5)', '[2026-01-01 10:00+00,2026-01-02 10:00+00)', "
+        "'{\"[2026-01-01,2026-01-03)\"}', '{[1,2), [5,9)}', '[1.5,2.5]'), "
+        "(2, 'empty', '(,)', '{}', '{}', null)",
+    )
+    result = run_load(custom_source(TableConfig(name="bookings", mode="bulk", primary_key=("id",))))
+    assert result["bookings"].status == "succeeded", result["bookings"].error
+    types = dict(
+        execute(
+            warehouse_dsn,
+            "select column_name, udt_name from information_schema.columns "
+            "where table_schema = 'raw_app' and table_name = 'bookings'",
+        )
+    )
+    assert [types[c] for c in ("seats", "stay", "days", "slots", "odd")] == [
+        "int4range",
+        "tstzrange",
+        "_daterange",
+        "int4multirange",
+        "text",  # a range of a user-defined type has no counterpart in the warehouse
+    ]
+    compare = "select id, seats, stay, days, slots, cast(odd as text) from {} order by id"
+    assert execute(warehouse_dsn, compare.format("raw_app.bookings")) == execute(
+        source_dsn, compare.format("bookings")
+    )
+    again = run_load(custom_source(TableConfig(name="bookings", mode="bulk", primary_key=("id",))))
+    assert (again["bookings"].inserted, again["bookings"].updated) == (0, 0)
+
+
+PARTITIONED = (
+    "create table measurements (id int, taken_at timestamptz not null, value real) "
+    "partition by range (taken_at);"
+    "create table measurements_2025 partition of measurements "
+    "for values from ('2025-01-01') to ('2026-01-01');"
+    "insert into measurements values (1, '2025-06-01', 1.5);"
+)
+
+
+def test_declaring_a_partitioned_table_and_its_partition_warns_of_storing_rows_twice(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
+    execute(source_dsn, PARTITIONED)
+    results = run_load(
+        custom_source(
+            TableConfig(name="measurements", mode="bulk"),
+            TableConfig(name="measurements_2025", mode="bulk"),
+        )
+    )
+    assert results["measurements"].warnings == []
+    assert results["measurements_2025"].warnings == [
+        "app.measurements_2025 is a partition of app.measurements, which is declared too: "
+        "its rows are stored twice (raw_app.measurements and raw_app.measurements_2025); "
+        "declare only one of them"
+    ]
+
+
+def test_the_candidates_for_a_missing_table_include_partitions(
+    source_dsn: str, warehouse_dsn: str, run_load
+) -> None:
+    execute(source_dsn, PARTITIONED)
+    result = run_load(custom_source(TableConfig(name="measurements_2205", mode="bulk")))
+    error = result["measurements_2205"].error
+    assert "choose one of:" in error
+    assert "measurements_2025" in error and "measurements," in error
