@@ -23,7 +23,9 @@ MODES: tuple[Mode, ...] = ("incremental", "bulk")
 TABLE_KEYS = frozenset(
     {"mode", "cursor", "primary_key", "detect_deletes", "lag", "late_commit_protection", "enabled"}
 )
-SOURCE_KEYS = frozenset({"source_schema", "dsn_env", "kind"})
+SOURCE_KEYS = frozenset(
+    {"source_schema", "dsn_env", "kind", "source_lock_timeout", "source_statement_timeout"}
+)
 SourceKind = Literal["postgres", "redshift"]
 SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day)s?\s*$")
@@ -53,6 +55,10 @@ class SourceConfig:
     tables: tuple[TableConfig, ...] = field(default_factory=tuple)
     declared_in: Path | None = None
     kind: SourceKind = "postgres"
+    # A read waits this long for a lock an application holds, then fails (and is
+    # retried), rather than queue and make the application's next queries wait too.
+    lock_timeout: timedelta = timedelta(seconds=5)
+    statement_timeout: timedelta = timedelta(minutes=30)
 
     def table(self, name: str) -> TableConfig:
         for table in self.tables:
@@ -152,6 +158,8 @@ def _source_config(source: dict[str, Any], path: Path) -> SourceConfig | None:
         tables=tuple(tables),
         declared_in=path,
         kind=kind,
+        lock_timeout=parse_lag(meta.get("source_lock_timeout", "5 seconds"), where),
+        statement_timeout=parse_lag(meta.get("source_statement_timeout", "30 minutes"), where),
     )
 
 
