@@ -172,12 +172,16 @@ def look_at_open_transactions(cur: psycopg2.extensions.cursor) -> Snapshot:
         looked_at, in_recovery, oldest, hidden = cur.fetchone()
         opened = {"oldest": oldest} if oldest is not None else {}
         opened.update({f"hidden:{n}": None for n in range(hidden)})
+        # Every session shows its start: the look is complete without pg_locks.
         return Snapshot(
             looked_at,
             opened,
-            complete=False,
-            incomplete_reason="pg_locks cannot be read by the source login "
-            "(grant it select on pg_locks, or pg_read_all_stats)"
+            complete=not hidden and not in_recovery,
+            incomplete_reason=_STANDBY
+            if in_recovery
+            else "pg_locks cannot be read by the source login and pg_stat_activity hides "
+            f"{hidden} session(s) of other logins (grant it select on pg_locks, or "
+            "pg_read_all_stats)"
             if hidden
             else None,
         )
@@ -191,11 +195,16 @@ def look_at_open_transactions(cur: psycopg2.extensions.cursor) -> Snapshot:
             looked_at,
             opened,
             complete=False,
-            incomplete_reason="the source is a standby: transactions still open on its "
-            "primary cannot be seen (point the loader at the primary, or accept the risk "
-            "with late_commit_protection: false and a lag)",
+            incomplete_reason=_STANDBY,
         )
     return Snapshot(looked_at, opened)
+
+
+_STANDBY = (
+    "the source is a standby: transactions still open on its primary cannot be seen "
+    "(point the loader at the primary, or accept the risk with "
+    "late_commit_protection: false and a lag)"
+)
 
 
 def _timestamp(value: str | datetime) -> datetime:

@@ -428,7 +428,7 @@ def _read_incremental(
         merges.append(index_first_load)
         return
     create_stage(wh, raw)
-    _copy_between(src, query, params, wh, sql.Identifier(STAGE), names)
+    result.rows_read = _copy_between(src, query, params, wh, sql.Identifier(STAGE), names)
 
     def merge() -> None:
         ensure_indexes(wh, raw)
