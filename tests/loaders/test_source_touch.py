@@ -98,7 +98,8 @@ def test_the_source_is_released_before_the_warehouse_merges(
     assert result.status == "succeeded", result.error
     assert result.updated == 500
     assert result.source_held_s is not None
-    assert result.source_held_s < 1.0 < result.duration_s <= time.perf_counter() - started
+    # held for the reads alone: not for the second (and more) the merge waited
+    assert result.source_held_s + 1.0 < result.duration_s <= time.perf_counter() - started
 
 
 def test_a_load_lets_go_of_a_table_an_application_holds_exclusively(
