@@ -62,6 +62,11 @@ TABLE_SETTINGS: dict[str, Any] = {
         "enabled": _BOOLEAN,
     },
 }
+_TIMEOUT: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\s*[1-9]\d*\s*(second|minute|hour|day)s?\s*$",
+    "description": "an interval like '5 seconds', '30 minutes' or '1 hour'",
+}
 SOURCE_SETTINGS: dict[str, Any] = {
     "type": "object",
     "description": "a mapping of settings",
@@ -78,18 +83,8 @@ SOURCE_SETTINGS: dict[str, Any] = {
             "description": "the name of an environment variable, e.g. TIDEWATER_SOURCE_APP_DSN",
         },
         "kind": {"enum": list(SOURCE_KINDS), "description": "postgres or redshift"},
-        "source_statement_timeout": {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {
-                    "type": "string",
-                    "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|sec|min|h|d|milliseconds?|seconds?"
-                    r"|minutes?|hours?|days?)\s*$",
-                },
-            ],
-            "description": "whole seconds (e.g. 300) or an interval like '30s', '5 minutes', "
-            "'500ms'",
-        },
+        "source_lock_timeout": _TIMEOUT,
+        "source_statement_timeout": _TIMEOUT,
     },
 }
 
@@ -169,6 +164,10 @@ class SourceConfig:
     tables: tuple[TableConfig, ...] = field(default_factory=tuple)
     declared_in: Path | None = None
     kind: SourceKind = "postgres"
+    # A read waits this long for a lock an application holds, then fails (and is
+    # retried), rather than queue and make the application's next queries wait too.
+    lock_timeout: timedelta = timedelta(seconds=5)
+    statement_timeout: timedelta = timedelta(minutes=30)
 
     def table(self, name: str) -> TableConfig:
         for table in self.tables:
@@ -320,6 +319,8 @@ def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfi
         tables=tuple(tables),
         declared_in=path,
         kind=kind,
+        lock_timeout=parse_lag(meta.get("source_lock_timeout", "5 seconds"), where),
+        statement_timeout=parse_lag(meta.get("source_statement_timeout", "30 minutes"), where),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from tidewater.exceptions import TidewaterError
 
@@ -82,6 +83,42 @@ class NonUniqueKey(LoaderError):
             f"({versions} different rows); nothing was written. Declare a key that is unique "
             "there (a primary key or unique index at the source guarantees it), or load the "
             "table with mode: bulk and no primary_key"
+        )
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g} s"
+
+
+class SourceLocked(LoaderError):
+    """A read waited ``lock_timeout`` for a lock an application holds on the source
+    table (e.g. an ``ALTER TABLE``) and gave up rather than queue. Transient: the
+    load retries it with backoff."""
+
+    pgcode = "55P03"  # lock_not_available: retried as a passing fault
+
+    def __init__(self, table: str, lock_timeout: timedelta) -> None:
+        self.table = table
+        self.lock_timeout = lock_timeout
+        super().__init__(
+            f"{table}: another session holds a lock on the source table that the read "
+            f"needs; the loader waited {_seconds(lock_timeout)} (source_lock_timeout) and "
+            "let go instead of making the application queue behind it. Find the session "
+            "in the source's pg_locks/pg_stat_activity, or load again when it has finished"
+        )
+
+
+class SourceStatementTimeout(LoaderError):
+    """A source read ran longer than ``statement_timeout``."""
+
+    def __init__(self, table: str, statement_timeout: timedelta) -> None:
+        self.table = table
+        self.statement_timeout = statement_timeout
+        super().__init__(
+            f"{table}: a read of the source ran longer than {_seconds(statement_timeout)} "
+            "(source_statement_timeout) and was cancelled; nothing was written. Raise "
+            "source_statement_timeout under the source's config.meta.tidewater, or index "
+            "the cursor column"
         )
 
 

@@ -9,6 +9,7 @@ any point leaves the warehouse and the mark as they were.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from functools import partial
 from typing import Literal
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 from tenacity import (
@@ -39,12 +41,20 @@ from loaders.catalog import (
     validate_table,
 )
 from loaders.config import SourceConfig, TableConfig
-from loaders.exceptions import BadData, LoadRunFailed, TableLoadFailed
+from loaders.exceptions import (
+    BadData,
+    LoadRunFailed,
+    SourceLocked,
+    SourceStatementTimeout,
+    TableLoadFailed,
+)
 from loaders.extract import (
+    ReadWindow,
     build_query,
+    configure_session,
     copy_out,
-    next_read_from,
     open_snapshot,
+    plan_next_read,
     window_stats,
 )
 from loaders.load import (
@@ -66,6 +76,7 @@ from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load
 
 Status = Literal["succeeded", "failed", "skipped"]
 ConnectFn = Callable[[], psycopg2.extensions.connection]
+log = logging.getLogger(__name__)
 CURSOR_TYPES = frozenset({"timestamp with time zone", "timestamp without time zone"})
 # Data errors: SQLSTATE class 22 (data exception) and invalid encodings.
 BAD_DATA_CLASSES = ("22",)
@@ -89,6 +100,11 @@ class TableResult:
     mark_after: datetime | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_s: float = 0.0
+    # how long the source transaction was held (its snapshot and its read locks)
+    source_held_s: float | None = None
+    # incremental loads: 'proven', 'held: …', 'unproven: …' or 'off' (see
+    # loaders.extract.plan_next_read)
+    late_commit_safety: str | None = None
     attempts: int = 1
     error: str | None = None
     error_class: str | None = None
@@ -141,23 +157,6 @@ class _Pipe:
         return thread
 
 
-def _stream(
-    source_cur: psycopg2.extensions.cursor,
-    query: sql.Composable,
-    params: dict,
-    warehouse_cur: psycopg2.extensions.cursor,
-    target: sql.Composable,
-    columns: list[str],
-) -> int:
-    """COPY the query's rows from the source into ``target``; a staging table is
-    analyzed afterwards, so the merge plan fits its size (a handful of rows joins
-    by index, not by scanning the raw table)."""
-    count = _copy_between(source_cur, query, params, warehouse_cur, target, columns)
-    if target == sql.Identifier(STAGE):
-        warehouse_cur.execute(sql.SQL("analyze {}").format(target))
-    return count
-
-
 def _copy_between(
     source_cur: psycopg2.extensions.cursor,
     query: sql.Composable,
@@ -186,7 +185,15 @@ def load_table(
     connect_warehouse: ConnectFn,
     batch_id: str,
 ) -> TableResult:
-    """Load one table in one warehouse transaction (one attempt)."""
+    """Load one table in one warehouse transaction (one attempt).
+
+    Two phases. The source phase reads everything this load needs from one
+    repeatable-read snapshot — the read window, and for delete detection the key
+    checksums and the ranges that differ — streaming rows into staging tables in
+    the warehouse. Then the source transaction ends, and only then does the
+    warehouse merge, build indexes and write the mark: the source is held (its
+    ``ACCESS SHARE`` locks, its snapshot) for the reads alone (``source_held_s``).
+    """
     result = TableResult(source.name, table.name, table.mode, batch_id)
     started = time.perf_counter()
     source_conn = connect_source()
@@ -196,6 +203,8 @@ def load_table(
         snapshot = open_snapshot(
             source_conn,
             relation=(source.source_schema, table.name) if table.detect_deletes else None,
+            lock_timeout=source.lock_timeout,
+            statement_timeout=source.statement_timeout,
         )
         columns = validate_table(src, source, table)
         cursor_type = next((c.warehouse_type for c in columns if c.name == table.cursor), None)
@@ -231,12 +240,17 @@ def load_table(
         )
         names = [column.name for column in columns]
 
+        # Warehouse work that waits until the source is released, in order.
+        merges: list[Callable[[], None]] = []
         previous: Mark | None = None
+        window = ReadWindow(None)
         if table.mode == "incremental":
-            previous = _load_incremental(src, wh, source, table, raw, created, result)
+            previous = None if created else read_mark(wh, source.name, table.name)
+            if previous is not None:
+                window = ReadWindow(previous.read_from, previous.read_after)
+            _read_incremental(src, wh, source, table, raw, window, previous, result, merges)
         else:
-            _load_bulk(src, wh, source, raw, result)
-        ensure_indexes(wh, raw)
+            _read_bulk(src, wh, source, raw, result, merges)
         # Reconcile deletes only when the source's delete counter moved since the
         # last reconciliation (or cannot be read, as for views).
         if (
@@ -249,10 +263,25 @@ def load_table(
                 or previous.source_deletes != snapshot.source_deletes
             )
         ):
-            result.deleted += _detect_deletes(src, wh, source, raw, names, batch_id, result)
+            _read_deletes(src, wh, source, raw, names, batch_id, result, merges)
+        # Every read is done: end the source transaction before the warehouse's work.
+        source_conn.rollback()
+        result.source_held_s = time.perf_counter() - started
+        for merge in merges:
+            merge()
+        ensure_indexes(wh, raw)
         if table.mode == "incremental":
             assert table.cursor is not None
             mark_after = max(filter(None, [result.mark_before, result.mark_after]), default=None)
+            plan = plan_next_read(
+                mark=mark_after,
+                snapshot=snapshot,
+                this_read=window,
+                previous_look=previous.looked_at if previous else None,
+                previously_open=previous.open_transactions if previous else (),
+                lag=table.lag,
+                protect=table.late_commit_protection,
+            )
             write_mark(
                 wh,
                 source.name,
@@ -260,31 +289,52 @@ def load_table(
                 Mark(
                     table.cursor,
                     mark_after,
-                    next_read_from(
-                        mark=mark_after,
-                        snapshot=snapshot,
-                        lag=table.lag,
-                        protect=table.late_commit_protection,
-                    ),
+                    plan.window.read_from,
                     source_deletes=snapshot.source_deletes if table.detect_deletes else None,
+                    read_after=plan.window.after,
+                    looked_at=plan.looked_at,
+                    open_transactions=plan.open_transactions,
                 ),
                 batch_id,
             )
             result.mark_after = mark_after
+            result.late_commit_safety = plan.safety
         warehouse_conn.commit()
-        source_conn.rollback()
+        if result.late_commit_safety and result.late_commit_safety.startswith("unproven"):
+            log.warning(
+                "%s: late commits NOT proven safe: %s", result.name, result.late_commit_safety
+            )
     except psycopg2.DataError as exc:
         warehouse_conn.rollback()
         reason = " ".join(str(exc).split())
         if "invalid byte sequence" in reason:
             reason += _locate_invalid_text(connect_source, source, table)
         raise BadData(f"{source.name}.{table.name}", reason) from exc
+    except psycopg2.errors.LockNotAvailable as exc:
+        if _raised_by(exc, source_conn):
+            raise SourceLocked(f"{source.name}.{table.name}", source.lock_timeout) from exc
+        raise
+    except psycopg2.errors.QueryCanceled as exc:
+        if _raised_by(exc, source_conn):
+            raise SourceStatementTimeout(
+                f"{source.name}.{table.name}", source.statement_timeout
+            ) from exc
+        raise
     finally:
         result.duration_s = time.perf_counter() - started
+        if result.source_held_s is None:
+            result.source_held_s = result.duration_s
         for conn in (source_conn, warehouse_conn):
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
     return result
+
+
+def _raised_by(exc: psycopg2.Error, conn: psycopg2.extensions.connection) -> bool:
+    """Whether a statement on ``conn`` raised the error (COPY errors of the source
+    side reach the consumer through the pipe, with the source's cursor)."""
+    cursor = getattr(exc, "cursor", None)
+    return cursor is not None and cursor.connection is conn
 
 
 def _locate_invalid_text(
@@ -293,6 +343,10 @@ def _locate_invalid_text(
     """Find the first key and column holding bytes that are not valid UTF-8."""
     conn = connect_source()
     try:
+        conn.autocommit = True
+        configure_session(
+            conn, lock_timeout=source.lock_timeout, statement_timeout=source.statement_timeout
+        )
         cur = conn.cursor()
         columns = validate_table(cur, source, table)
         texts = [
@@ -334,33 +388,40 @@ def _locate_invalid_text(
         conn.close()
 
 
-def _load_incremental(
+def _read_incremental(
     src: psycopg2.extensions.cursor,
     wh: psycopg2.extensions.cursor,
     source: SourceConfig,
     table: TableConfig,
     raw: RawTable,
-    created: bool,
+    window: ReadWindow,
+    previous: Mark | None,
     result: TableResult,
-) -> Mark | None:
-    """Read the window above the mark and merge it; returns the previous mark."""
+    merges: list[Callable[[], None]],
+) -> None:
+    """Stream the window above the mark into the warehouse; the merge is queued."""
     assert table.cursor is not None
-    previous = None if created else read_mark(wh, source.name, table.name)
-    read_from = previous.read_from if previous else None
     result.mark_before = previous.mark if previous else None
     rows, maximum, reread = window_stats(
-        src, source.source_schema, table.name, table.cursor, read_from, result.mark_before
+        src,
+        source.source_schema,
+        table.name,
+        table.cursor,
+        window.read_from,
+        result.mark_before,
+        read_after=window.after,
     )
     result.rows_read, result.reread = max(rows, 0), reread
     result.mark_after = _aware(maximum)
     if rows == 0 or maximum is None:
-        return previous
+        return
     query, params = build_query(
         source.source_schema,
         table.name,
         raw.columns,
         cursor_column=table.cursor,
-        read_from=read_from,
+        read_from=window.read_from,
+        read_after=window.after,
     )
     names = [column.name for column in raw.columns]
     wh.execute(sql.SQL("select exists (select from {})").format(raw.identifier))
@@ -371,18 +432,28 @@ def _load_incremental(
     unique_at_source = source_keeps_unique(src, source.source_schema, table.name, table.primary_key)
     if empty and unique_at_source:
         # First load into an empty table: COPY straight in (indexes come after).
-        result.inserted = _stream(src, query, params, wh, raw.identifier, names)
+        result.inserted = _copy_between(src, query, params, wh, raw.identifier, names)
         result.rows_read = result.inserted
-        ensure_indexes(wh, raw)
-        wh.execute(sql.SQL("analyze {}").format(raw.identifier))
-        return previous
-    ensure_indexes(wh, raw)
+
+        def index_first_load() -> None:
+            ensure_indexes(wh, raw)
+            wh.execute(sql.SQL("analyze {}").format(raw.identifier))
+
+        merges.append(index_first_load)
+        return
     create_stage(wh, raw)
-    _stream(src, query, params, wh, sql.Identifier(STAGE), names)
-    if not unique_at_source:
-        check_unique_keys(wh, raw, where=result.name)
-    result.inserted, result.updated = merge_stage(wh, raw, result.batch_id, newest_by=table.cursor)
-    return previous
+    result.rows_read = _copy_between(src, query, params, wh, sql.Identifier(STAGE), names)
+
+    def merge() -> None:
+        if not unique_at_source:
+            check_unique_keys(wh, raw, where=result.name)
+        ensure_indexes(wh, raw)
+        wh.execute(sql.SQL("analyze {}").format(sql.Identifier(STAGE)))
+        result.inserted, result.updated = merge_stage(
+            wh, raw, result.batch_id, newest_by=table.cursor
+        )
+
+    merges.append(merge)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -392,28 +463,41 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _load_bulk(
+def _read_bulk(
     src: psycopg2.extensions.cursor,
     wh: psycopg2.extensions.cursor,
     source: SourceConfig,
     raw: RawTable,
     result: TableResult,
+    merges: list[Callable[[], None]],
 ) -> None:
     query, params = build_query(source.source_schema, raw.name, raw.columns)
     names = [column.name for column in raw.columns]
-    ensure_indexes(wh, raw)
     create_stage(wh, raw)
-    result.rows_read = _stream(src, query, params, wh, sql.Identifier(STAGE), names)
-    if raw.primary_key:
-        if not source_keeps_unique(src, source.source_schema, raw.name, raw.primary_key):
-            check_unique_keys(wh, raw, where=result.name)
-        result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
-        result.deleted = mark_missing_deleted(wh, raw, result.batch_id, keys=STAGE)
-    else:
-        result.inserted, result.deleted = replace_if_changed(wh, raw, result.batch_id)
+    result.rows_read = _copy_between(src, query, params, wh, sql.Identifier(STAGE), names)
+    # Asked of the source while its transaction is open; the check runs in the merge.
+    keys_unique = not raw.primary_key or source_keeps_unique(
+        src, source.source_schema, raw.name, raw.primary_key
+    )
+
+    def merge() -> None:
+        ensure_indexes(wh, raw)
+        wh.execute(sql.SQL("analyze {}").format(sql.Identifier(STAGE)))
+        if raw.primary_key:
+            if not keys_unique:
+                check_unique_keys(wh, raw, where=result.name)
+            result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
+            result.deleted = mark_missing_deleted(wh, raw, result.batch_id, keys=STAGE)
+        else:
+            result.inserted, result.deleted = replace_if_changed(wh, raw, result.batch_id)
+
+    merges.append(merge)
 
 
-def _detect_deletes(
+DELETE_STAGE = "_tidewater_stage_ranges"
+
+
+def _read_deletes(
     src: psycopg2.extensions.cursor,
     wh: psycopg2.extensions.cursor,
     source: SourceConfig,
@@ -421,31 +505,56 @@ def _detect_deletes(
     names: list[str],
     batch_id: str,
     result: TableResult,
-) -> int:
-    """Compare key checksums per range; re-read and reconcile only differing ranges."""
+    merges: list[Callable[[], None]],
+) -> None:
+    """Compare key checksums per range; re-read only the differing ranges, and queue
+    their reconciliation.
+
+    The warehouse side is summarized as it will be after the window's merge — the
+    live raw keys and the keys staged — so the comparison needs no merge first and
+    the source is released before any merging.
+    """
     in_source = deletes.summarize(
         src, raw, sql.Identifier(source.source_schema, raw.name), live_only=False
     )
-    in_warehouse = deletes.summarize(wh, raw, raw.identifier, live_only=True)
+    keys = sql.SQL(", ").join(map(sql.Identifier, raw.primary_key))
+    staged = sql.SQL("union select {keys} from {stage}").format(
+        keys=keys, stage=sql.Identifier(STAGE)
+    )
+    wh.execute("select to_regclass(%s) is not null", (STAGE,))
+    after_merge = sql.SQL(
+        "(select {keys} from {raw} where _deleted_at is null {staged}) as after_merge"
+    ).format(keys=keys, raw=raw.identifier, staged=staged if wh.fetchone()[0] else sql.SQL(""))
+    in_warehouse = deletes.summarize(wh, raw, after_merge, live_only=False)
     differing = deletes.differing_buckets(in_source, in_warehouse)
     if not differing:
-        return 0
+        return
     query, params = build_query(
         source.source_schema,
         raw.name,
         raw.columns,
         extra_filter=deletes.bucket_filter(raw, differing),
     )
-    create_stage(wh, raw)
-    result.reread += _stream(src, query, params, wh, sql.Identifier(STAGE), names)
-    if not source_keeps_unique(src, source.source_schema, raw.name, raw.primary_key):
-        check_unique_keys(wh, raw, where=result.name)
-    inserted, updated = merge_stage(wh, raw, batch_id)
-    result.inserted += inserted
-    result.updated += updated
-    return mark_missing_deleted(
-        wh, raw, batch_id, keys=STAGE, within=deletes.bucket_filter(raw, differing, "target")
-    )
+    create_stage(wh, raw, name=DELETE_STAGE)
+    result.reread += _copy_between(src, query, params, wh, sql.Identifier(DELETE_STAGE), names)
+    keys_unique = source_keeps_unique(src, source.source_schema, raw.name, raw.primary_key)
+
+    def reconcile() -> None:
+        if not keys_unique:
+            check_unique_keys(wh, raw, where=result.name, stage=DELETE_STAGE)
+        wh.execute(sql.SQL("analyze {}").format(sql.Identifier(DELETE_STAGE)))
+        inserted, updated = merge_stage(wh, raw, batch_id, stage=DELETE_STAGE)
+        result.inserted += inserted
+        result.updated += updated
+        result.deleted += mark_missing_deleted(
+            wh,
+            raw,
+            batch_id,
+            keys=DELETE_STAGE,
+            within=deletes.bucket_filter(raw, differing, "target"),
+        )
+
+    merges.append(reconcile)
 
 
 def _classify(exc: BaseException) -> str:

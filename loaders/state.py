@@ -3,6 +3,7 @@ transaction as the rows they cover."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,24 +28,42 @@ CREATE_MARKS = sql.SQL(
     """
 ).format(schema=sql.Identifier(STATE_SCHEMA))
 
-UPGRADE_MARKS = sql.SQL(
-    "alter table {schema}.high_water_marks add column if not exists source_deletes bigint"
-).format(schema=sql.Identifier(STATE_SCHEMA))
+# Columns added since the table was first shipped: added where missing, so existing
+# warehouses upgrade (and an up-to-date one is not altered).
+MARK_COLUMNS = (
+    ("source_deletes", "bigint"),
+    # the next read starts strictly after read_from (a final tie at the mark)
+    ("read_after", "boolean not null default false"),
+    # when the last read looked at the source's open transactions (null: no look that
+    # saw them all), and those transactions, each with a lower bound of the cursor
+    # values it may still commit: [{"id": "3/45", "since": "…" or null}, …]
+    ("looked_at", "timestamptz"),
+    ("open_transactions", "jsonb not null default '[]'"),
+)
+
+MARK_COLUMNS_PRESENT = """
+select column_name from information_schema.columns
+where table_schema = %(schema)s and table_name = 'high_water_marks'
+"""
 
 READ_MARK = sql.SQL(
     """
-    select cursor_column, mark, read_from, source_deletes from {schema}.high_water_marks
+    select cursor_column, mark, read_from, source_deletes, read_after, looked_at,
+        open_transactions
+    from {schema}.high_water_marks
     where source_name = %(source)s and table_name = %(table)s
     """
 ).format(schema=sql.Identifier(STATE_SCHEMA))
 
 WRITE_MARK = sql.SQL(
     """
-    insert into {schema}.high_water_marks as marks
-        (source_name, table_name, cursor_column, mark, read_from, batch_id, source_deletes)
+    insert into {schema}.high_water_marks as marks (
+        source_name, table_name, cursor_column, mark, read_from, batch_id, source_deletes,
+        read_after, looked_at, open_transactions
+    )
     values (
         %(source)s, %(table)s, %(cursor)s, %(mark)s, %(read_from)s, %(batch_id)s,
-        %(source_deletes)s
+        %(source_deletes)s, %(read_after)s, %(looked_at)s, %(open_transactions)s
     )
     on conflict (source_name, table_name) do update set
         cursor_column = excluded.cursor_column,
@@ -52,13 +71,22 @@ WRITE_MARK = sql.SQL(
         read_from = excluded.read_from,
         batch_id = excluded.batch_id,
         source_deletes = excluded.source_deletes,
+        read_after = excluded.read_after,
+        looked_at = excluded.looked_at,
+        open_transactions = excluded.open_transactions,
         updated_at = now()
-    where (marks.cursor_column, marks.mark, marks.read_from, marks.source_deletes)
-        is distinct from (
-            excluded.cursor_column, excluded.mark, excluded.read_from, excluded.source_deletes
-        )
     """
 ).format(schema=sql.Identifier(STATE_SCHEMA))
+
+
+@dataclass(frozen=True)
+class OpenTransaction:
+    """A transaction open at a read, and the lowest cursor value its rows can carry
+    (``since``; None when nothing bounds it: it was open before any recorded read and
+    its start is hidden)."""
+
+    transaction_id: str
+    since: datetime | None
 
 
 @dataclass(frozen=True)
@@ -66,27 +94,60 @@ class Mark:
     """Where the next incremental read starts.
 
     ``mark`` is the largest cursor value loaded so far; ``read_from`` is where the
-    next read begins (inclusive). ``read_from`` is below ``mark`` when a write
-    transaction was still open at the last read: such a transaction stamps its rows
-    with its own start time, which may be below ``mark`` by the time it commits.
+    next read begins (inclusive, or strictly after it with ``read_after``).
+    ``read_from`` is below ``mark`` when a write transaction was still open at the
+    last read: such a transaction stamps its rows with its own start time, which
+    may be below ``mark`` by the time it commits. ``looked_at`` and
+    ``open_transactions`` record that read's look at the source's open transactions
+    (see `loaders.extract.plan_next_read`).
     """
 
     cursor_column: str
     mark: datetime | None
     read_from: datetime | None
     source_deletes: int | None = None  # the source's delete counter when last reconciled
+    read_after: bool = False
+    looked_at: datetime | None = None
+    open_transactions: tuple[OpenTransaction, ...] = ()
 
 
 def ensure_state_table(cur: Cursor) -> None:
     cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(STATE_SCHEMA)))
     cur.execute(CREATE_MARKS)
-    cur.execute(UPGRADE_MARKS)
+    cur.execute(MARK_COLUMNS_PRESENT, {"schema": STATE_SCHEMA})
+    present = {name for (name,) in cur.fetchall()}
+    for column, definition in MARK_COLUMNS:
+        if column not in present:
+            cur.execute(
+                sql.SQL("alter table {} add column if not exists {} {}").format(
+                    sql.Identifier(STATE_SCHEMA, "high_water_marks"),
+                    sql.Identifier(column),
+                    sql.SQL(definition),
+                )
+            )
 
 
 def read_mark(cur: Cursor, source: str, table: str) -> Mark | None:
     cur.execute(READ_MARK, {"source": source, "table": table})
     row = cur.fetchone()
-    return Mark(*row) if row else None
+    if not row:
+        return None
+    cursor_column, mark, read_from, source_deletes, read_after, looked_at, opened = row
+    return Mark(
+        cursor_column,
+        mark,
+        read_from,
+        source_deletes,
+        bool(read_after),
+        looked_at,
+        tuple(
+            OpenTransaction(
+                str(entry["id"]),
+                datetime.fromisoformat(entry["since"]) if entry.get("since") else None,
+            )
+            for entry in opened or []
+        ),
+    )
 
 
 def write_mark(cur: Cursor, source: str, table: str, mark: Mark, batch_id: str) -> None:
@@ -100,5 +161,13 @@ def write_mark(cur: Cursor, source: str, table: str, mark: Mark, batch_id: str) 
             "read_from": mark.read_from,
             "batch_id": batch_id,
             "source_deletes": mark.source_deletes,
+            "read_after": mark.read_after,
+            "looked_at": mark.looked_at,
+            "open_transactions": json.dumps(
+                [
+                    {"id": t.transaction_id, "since": t.since.isoformat() if t.since else None}
+                    for t in mark.open_transactions
+                ]
+            ),
         },
     )

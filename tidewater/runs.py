@@ -98,6 +98,26 @@ OPS_TABLES = (
     "create index if not exists job_runs_job_started on ops.job_runs (job, started_at)",
 )
 
+# Columns added after the tables were first shipped: added where missing, so existing
+# warehouses upgrade (and an up-to-date one is not altered). How long a load held the
+# source (its snapshot and read locks), and whether its late commits are provably
+# safe ('proven', 'held: …', 'unproven: …', 'off'; null for bulk loads).
+OPS_COLUMNS = (
+    ("table_loads", "source_held_s", "double precision"),
+    ("table_loads", "late_commit_safety", "text"),
+)
+
+MISSING_COLUMNS = """
+select wanted.table_name, wanted.column_name
+from unnest(%(tables)s::text [], %(columns)s::text []) as wanted (table_name, column_name)
+where not exists (
+    select from information_schema.columns as existing
+    where existing.table_schema = 'ops'
+        and existing.table_name = wanted.table_name
+        and existing.column_name = wanted.column_name
+)
+"""
+
 MARK_ORPHANS = """
 update ops.job_runs
 set status = 'failed', error_class = 'terminal', finished_at = coalesce(finished_at, now()),
@@ -141,6 +161,23 @@ def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
             cur.execute(sql.SQL("create schema {}").format(sql.Identifier(OPS_SCHEMA)))
         for statement in OPS_TABLES:
             cur.execute(statement)
+        cur.execute(
+            MISSING_COLUMNS,
+            {
+                "tables": [table for table, _, _ in OPS_COLUMNS],
+                "columns": [column for _, column, _ in OPS_COLUMNS],
+            },
+        )
+        missing = set(cur.fetchall())
+        for table, column, column_type in OPS_COLUMNS:
+            if (table, column) in missing:
+                cur.execute(
+                    sql.SQL("alter table {} add column if not exists {} {}").format(
+                        sql.Identifier(OPS_SCHEMA, table),
+                        sql.Identifier(column),
+                        sql.SQL(column_type),
+                    )
+                )
     if not conn.autocommit:
         conn.commit()
 
@@ -325,6 +362,8 @@ def record_table_loads(
             r.attempts,
             r.error_class,
             r.error,
+            getattr(r, "source_held_s", None),
+            getattr(r, "late_commit_safety", None),
         )
         for r in results
     ]
@@ -344,7 +383,8 @@ def record_table_loads(
             cur,
             "insert into ops.table_loads (run_id, batch_id, source_name, table_name, load_mode, "
             "status, started_at, duration_s, rows_read, rows_inserted, rows_updated, rows_deleted,"
-            " rows_reread, mark_before, mark_after, attempts, error_class, error_message) "
+            " rows_reread, mark_before, mark_after, attempts, error_class, error_message,"
+            " source_held_s, late_commit_safety) "
             "values %s on conflict do nothing",
             rows,
         )
