@@ -21,7 +21,7 @@ import psycopg2.extensions
 from tidewater.db import connect
 from tidewater.exceptions import TidewaterError
 from tidewater.profile import Target
-from tidewater.runs import ensure_ops_tables
+from tidewater.runs import ensure_ops_tables, pipeline_run_id
 
 LOCK_KEY = "tidewater.pipeline"
 # Loaders hold this advisory lock shared for each table's load transaction;
@@ -98,8 +98,8 @@ def _record_skipped(conn: psycopg2.extensions.connection, job: str, holder: str)
     with conn.cursor() as cur:
         cur.execute(
             "insert into ops.job_runs (run_id, job, started_at, finished_at, duration_s, status, "
-            "error_class, error_message, host, pid) values (%s, %s, %s, %s, 0, 'skipped', "
-            "'transient', %s, %s, %s)",
+            "error_class, error_message, host, pid, pipeline_run_id) values (%s, %s, %s, %s, 0, "
+            "'skipped', 'transient', %s, %s, %s, %s)",
             (
                 uuid.uuid4().hex[:12],
                 job,
@@ -108,6 +108,7 @@ def _record_skipped(conn: psycopg2.extensions.connection, job: str, holder: str)
                 f"another pipeline run is in progress ({holder})",
                 socket.gethostname(),
                 os.getpid(),
+                pipeline_run_id(),
             ),
         )
 

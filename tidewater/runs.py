@@ -44,7 +44,8 @@ OPS_TABLES = (
         host text not null,
         pid integer not null,
         code_revision text,
-        details jsonb not null default '{}'
+        details jsonb not null default '{}',
+        pipeline_run_id text
     )
     """,
     """
@@ -95,7 +96,26 @@ OPS_TABLES = (
     )
     """,
     "create index if not exists job_runs_job_started on ops.job_runs (job, started_at)",
+    "create index if not exists job_runs_pipeline_run on ops.job_runs (pipeline_run_id)",
 )
+
+# Warehouses created before pipeline_run_id existed get the column (null in their
+# old rows: each of those counts as an invocation of its own). Run only when the
+# column is missing, so an up-to-date warehouse takes no table lock for it.
+HAS_PIPELINE_RUN_ID = """
+select exists (
+    select from pg_attribute
+    where attrelid = to_regclass('ops.job_runs') and attname = 'pipeline_run_id'
+        and not attisdropped
+)
+"""
+ADD_PIPELINE_RUN_ID = "alter table ops.job_runs add column if not exists pipeline_run_id text"
+
+# Every job of one invocation (`invoke load transform`: load, dbt build, publish)
+# shares this id, also across the subprocesses the tasks start: the first entry
+# point to need it sets the variable, and child processes inherit it.
+PIPELINE_RUN_ENV = "TIDEWATER_PIPELINE_RUN_ID"
+
 
 MARK_ORPHANS = """
 update ops.job_runs
@@ -129,10 +149,34 @@ def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
         cur.execute("select 1 from pg_namespace where nspname = %s", (OPS_SCHEMA,))
         if cur.fetchone() is None:
             cur.execute(sql.SQL("create schema {}").format(sql.Identifier(OPS_SCHEMA)))
-        for statement in OPS_TABLES:
+        for statement in OPS_TABLES[:1]:
+            cur.execute(statement)
+        cur.execute(HAS_PIPELINE_RUN_ID)
+        if not cur.fetchone()[0]:
+            cur.execute(ADD_PIPELINE_RUN_ID)
+        for statement in OPS_TABLES[1:]:
             cur.execute(statement)
     if not conn.autocommit:
         conn.commit()
+
+
+def new_run_id() -> str:
+    """A fresh, short run id."""
+    return uuid.uuid4().hex[:12]
+
+
+def pipeline_run_id() -> str:
+    """The id shared by every job of this invocation (``TIDEWATER_PIPELINE_RUN_ID``).
+
+    Set once per process tree: an `invoke` process sets it before starting
+    ``python -m loaders`` and ``python -m tidewater``; a job started on its own
+    gets an id of its own, exported here so whatever it starts shares it.
+    """
+    value = os.environ.get(PIPELINE_RUN_ENV, "").strip()
+    if not value:
+        value = new_run_id()
+        os.environ[PIPELINE_RUN_ENV] = value
+    return value
 
 
 def _alive_pids() -> list[int]:
@@ -151,6 +195,7 @@ class JobRun:
     rows: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
     status: str = "running"
+    pipeline_run_id: str = ""
 
 
 @contextmanager
@@ -166,7 +211,12 @@ def record_job(
     """
     from tidewater.db import is_transient
 
-    run = JobRun(run_id=run_id or uuid.uuid4().hex[:12], job=job, started_at=datetime.now(UTC))
+    run = JobRun(
+        run_id=run_id or new_run_id(),
+        job=job,
+        started_at=datetime.now(UTC),
+        pipeline_run_id=pipeline_run_id(),
+    )
     conn = connect_fn()
     conn.autocommit = True
     if not create:
@@ -182,9 +232,17 @@ def record_job(
     with conn.cursor() as cur:
         cur.execute(MARK_ORPHANS, {"host": host, "alive": _alive_pids()})
         cur.execute(
-            "insert into ops.job_runs (run_id, job, started_at, status, host, pid, code_revision)"
-            " values (%s, %s, %s, 'running', %s, %s, %s)",
-            (run.run_id, job, run.started_at, host, os.getpid(), code_revision()),
+            "insert into ops.job_runs (run_id, job, started_at, status, host, pid, code_revision,"
+            " pipeline_run_id) values (%s, %s, %s, 'running', %s, %s, %s, %s)",
+            (
+                run.run_id,
+                job,
+                run.started_at,
+                host,
+                os.getpid(),
+                code_revision(),
+                run.pipeline_run_id,
+            ),
         )
     started = time.perf_counter()
     error: BaseException | None = None
