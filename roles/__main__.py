@@ -95,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
             conn.close()
         if args.output:
             args.output.write_text(text)
-            print(f"wrote {args.output}; review it, then pass it as --spec", file=sys.stderr)
+            print(
+                f"wrote {args.output}; review it, then `invoke roles --spec {args.output}`",
+                file=sys.stderr,
+            )
         else:
             sys.stdout.write(text)
         return 0
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             raise UnsupportedTarget(
                 kind,
                 command,
-                "catalog inspection is PostgreSQL-only for now: `python -m roles plan` prints "
+                "catalog inspection is PostgreSQL-only for now: `invoke roles` prints "
                 "the Redshift script; run it with your SQL client",
             )
         assert isinstance(where, Target)
@@ -139,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             "-- dry run: the database accepted every statement and rolled back; "
-            "nothing changed. Run `python -m roles apply` to apply."
+            "nothing changed. Run `invoke roles --apply` to apply."
         )
     return 0
 

@@ -176,3 +176,13 @@ def test_durations_read_as_words(seconds: float | None, words: str) -> None:
 )
 def test_ages_read_as_words(seconds: float | None, words: str) -> None:
     assert human_age(seconds) == words
+
+
+def test_the_load_summary_explains_its_re_read_column(project: Project) -> None:
+    if os.environ.get("TIDEWATER_TEST_DSN"):
+        project.invoke("roles", "--apply")
+    summary = project.invoke("load", "--table", "orders").stdout
+    header, *_ = [line for line in summary.splitlines() if line.startswith("table ")]
+    assert "re-read" in header
+    assert "re-read: rows read again on purpose, not changes" in summary
+    assert "only inserted/updated/deleted changed the warehouse" in summary
