@@ -97,6 +97,7 @@ OPS_TABLES = (
     """,
     "create index if not exists job_runs_job_started on ops.job_runs (job, started_at)",
     "create index if not exists job_runs_pipeline_run on ops.job_runs (pipeline_run_id)",
+    "create index if not exists job_runs_started on ops.job_runs (started_at)",
 )
 
 # Warehouses created before pipeline_run_id existed get the column (null in their

@@ -24,48 +24,55 @@ limit %(limit)s
 
 # One row per invocation (`invoke load transform` = load + dbt build + publish):
 # the jobs sharing a pipeline_run_id. Rows from before that column existed, or
-# written without it, are an invocation each.
+# written without it, are an invocation each. Only invocations with a job among
+# the newest ones are grouped, so a year of history costs nothing extra.
 RECENT_PIPELINE_RUNS = """
-with invocations as (
-    select coalesce(pipeline_run_id, run_id) as pipeline_run_id,
+with recent as (
+    select distinct coalesce(pipeline_run_id, run_id) as pipeline_run_id
+    from (
+        select pipeline_run_id, run_id
+        from ops.job_runs
+        order by started_at desc
+        limit %(limit)s * 20
+    ) as newest_jobs
+),
+
+jobs as (
+    select recent.pipeline_run_id as invocation, job_runs.*
+    from recent
+    inner join ops.job_runs on job_runs.pipeline_run_id = recent.pipeline_run_id
+    union all
+    select recent.pipeline_run_id as invocation, job_runs.*
+    from recent
+    inner join ops.job_runs
+        on job_runs.run_id = recent.pipeline_run_id and job_runs.pipeline_run_id is null
+),
+
+invocations as (
+    select invocation,
         min(started_at) as started_at,
         max(coalesce(finished_at, now())) as finished_at,
-        bool_or(status = 'running') as is_running,
-        bool_or(status = 'failed') as has_failed,
-        bool_and(status = 'skipped') as is_skipped,
+        case when bool_or(status = 'running') then 'running'
+            when bool_or(status = 'failed') then 'failed'
+            when bool_and(status = 'skipped') then 'skipped'
+            else 'succeeded' end as status,
         sum(rows_loaded) as rows_loaded,
-        count(*) as job_count
-    from ops.job_runs
-    group by 1
-    order by 2 desc
-    limit %(limit)s
+        json_agg(json_build_object(
+            'job', job, 'run_id', run_id, 'status', status, 'duration_s', duration_s
+        ) order by started_at) as jobs,
+        (array_agg(job || ': ' || error_message order by started_at desc)
+            filter (where status = 'failed'))[1] as error_message
+    from jobs
+    group by invocation
 )
 
-select invocations.pipeline_run_id,
-    invocations.started_at,
-    extract(epoch from invocations.finished_at - invocations.started_at) as duration_s,
-    extract(epoch from now() - invocations.started_at) as age_s,
-    case when invocations.is_running then 'running'
-        when invocations.has_failed then 'failed'
-        when invocations.is_skipped then 'skipped'
-        else 'succeeded' end as status,
-    invocations.rows_loaded,
-    invocations.job_count,
-    jobs.jobs,
-    jobs.error_message
+select invocation as pipeline_run_id, started_at,
+    extract(epoch from finished_at - started_at) as duration_s,
+    extract(epoch from now() - started_at) as age_s,
+    status, rows_loaded, jobs, error_message
 from invocations
-cross join lateral (
-    select json_agg(json_build_object(
-            'job', job_runs.job, 'run_id', job_runs.run_id, 'status', job_runs.status,
-            'duration_s', job_runs.duration_s
-        ) order by job_runs.started_at) as jobs,
-        (array_agg(job_runs.job || ': ' || job_runs.error_message order by job_runs.started_at desc)
-            filter (where job_runs.status = 'failed'))[1] as error_message
-    from ops.job_runs
-    where job_runs.pipeline_run_id = invocations.pipeline_run_id
-        or (job_runs.run_id = invocations.pipeline_run_id and job_runs.pipeline_run_id is null)
-) as jobs
-order by invocations.started_at desc
+order by started_at desc
+limit %(limit)s
 """
 
 SUCCESS_RATE = """
