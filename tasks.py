@@ -223,8 +223,8 @@ def docs(
     page = DBT_PROJECT_DIR / "target" / "index.html"
     if not serve:
         print(
-            f"docs written to {page}; open it with `invoke docs --serve` "
-            f"(http://127.0.0.1:{port}), as the page reads its data next to it",
+            f"docs written to {page}; to browse them run `invoke docs --serve` and open "
+            f"http://127.0.0.1:{port} (the page loads manifest.json and catalog.json beside it)",
             file=sys.stderr,
         )
         return
