@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import uuid
 
 from invoke import Context, Exit, task
 
 PYTHON = shlex.quote(sys.executable)
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+# One invoke process is one pipeline run: every job it starts (`invoke load
+# transform`: the load, the dbt build, the publish), in whatever subprocess,
+# records this id in ops.job_runs.pipeline_run_id (see tidewater.runs).
+os.environ["TIDEWATER_PIPELINE_RUN_ID"] = uuid.uuid4().hex[:12]
 # `invoke load transform --keep-going`: the flag belongs to transform on the command
 # line, but the load must know it too, so a failed table does not stop the chain.
 KEEP_GOING = "--keep-going" in sys.argv
@@ -65,9 +70,14 @@ def down(c: Context) -> None:
     _run(c, f"{PYTHON} -m tidewater down")
 
 
-@task(help={"source": "print this source's URL (e.g. app) instead of the warehouse's"})
+@task(
+    help={
+        "source": "print this source's URL (e.g. app) instead of the warehouse's",
+        "target": "a profile target, e.g. dev_alice (default: the profile's)",
+    }
+)
 def dsn(c: Context, source: str = "", target: str = "", profiles_dir: str = "") -> None:
-    """Print the warehouse connection URL (or a source's), for psql and scripts."""
+    """Print the warehouse connection URL (or a source's), for psql and scripts; no password."""
     extra = f" --source {shlex.quote(source)}" if source else ""
     _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} dsn{extra}")
 
@@ -160,6 +170,7 @@ def transform(
         "verify": "try every operation as each role and print the matrix",
         "generate": "write a spec from the existing database to this path",
         "strict": "fail (exit 2) when the server has roles the spec does not know",
+        "spec": "the role spec to use (default: roles/roles.yml)",
     }
 )
 def roles(
@@ -168,6 +179,7 @@ def roles(
     verify: bool = False,
     generate: str = "",
     strict: bool = False,
+    spec: str = "",
     target: str = "",
     profiles_dir: str = "",
 ) -> None:
@@ -180,6 +192,8 @@ def roles(
         command = "verify"
     if generate:
         command, extra = "generate", f" --output {shlex.quote(generate)}"
+    if spec:
+        extra += f" --spec {shlex.quote(spec)}"
     _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} up-if-embedded")
     _run(c, f"{PYTHON} -m roles {command}{_common(target, profiles_dir)}{extra}")
 
@@ -192,16 +206,32 @@ def lint(c: Context) -> None:
     _run(c, f"{PYTHON} -m tidewater lint-sql")
 
 
-@task
-def docs(c: Context, target: str = "", profiles_dir: str = "") -> None:
-    """Generate dbt docs with the lineage graph (dbt_project/target/index.html)."""
+@task(
+    help={
+        "serve": "then serve the page with `dbt docs serve` (Ctrl-C stops it)",
+        "port": "port for --serve",
+    }
+)
+def docs(
+    c: Context, target: str = "", profiles_dir: str = "", serve: bool = False, port: int = 8080
+) -> None:
+    """Generate dbt docs with the lineage graph (dbt_project/target/index.html); --serve it."""
+    from tidewater.paths import DBT_PROJECT_DIR
+
     # The docs name the relations BI tools read: `marts`, not the shadow schema.
     published = shlex.quote("{marts_build_schema: marts}")
-    _run(
-        c,
-        f"{PYTHON} -m tidewater{_common(target, profiles_dir)} dbt docs generate "
-        f"--vars {published}",
-    )
+    tidewater = f"{PYTHON} -m tidewater{_common(target, profiles_dir)}"
+    _run(c, f"{tidewater} dbt docs generate --vars {published}")
+    page = DBT_PROJECT_DIR / "target" / "index.html"
+    if not serve:
+        print(
+            f"docs written to {page}; to browse them run `invoke docs --serve` and open "
+            f"http://127.0.0.1:{port} (the page loads manifest.json and catalog.json beside it)",
+            file=sys.stderr,
+        )
+        return
+    print(f"serving {page} at http://127.0.0.1:{port} (Ctrl-C stops)", file=sys.stderr)
+    _run(c, f"{tidewater} dbt docs serve --host 127.0.0.1 --port {port} --no-browser")
 
 
 @task(help={"json": "print machine-readable JSON"})

@@ -127,6 +127,14 @@ def _quiet_driver_noise(
     return hook
 
 
+REREAD_NOTE = (
+    "re-read: rows read again on purpose, not changes: those at or below the previous mark "
+    "(ties, and rows of transactions still open at the last read or within `lag`) and, with "
+    "detect_deletes, whole key ranges whose count or checksum differed; unchanged rows are "
+    "not written, so only inserted/updated/deleted changed the warehouse"
+)
+
+
 def _report(results: list[TableResult], *, as_json: bool) -> None:
     ordered = sorted(results, key=lambda r: r.name)
     if as_json:
@@ -166,6 +174,7 @@ def _report(results: list[TableResult], *, as_json: bool) -> None:
             for r in ordered
         ],
     )
+    print(REREAD_NOTE)
 
 
 if __name__ == "__main__":

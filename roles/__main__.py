@@ -120,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
             conn.close()
         if args.output:
             args.output.write_text(text)
-            print(f"wrote {args.output}; review it, then pass it as --spec", file=sys.stderr)
+            print(
+                f"wrote {args.output}; review it, then `invoke roles --spec {args.output}`",
+                file=sys.stderr,
+            )
         else:
             sys.stdout.write(text)
         return 0
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             raise UnsupportedTarget(
                 kind,
                 command,
-                "catalog inspection is PostgreSQL-only for now: `python -m roles plan` prints "
+                "catalog inspection is PostgreSQL-only for now: `invoke roles` prints "
                 "the Redshift script; run it with your SQL client",
             )
         assert isinstance(where, Target)
@@ -170,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_VIOLATIONS if unknown else 0
     print(
         "-- dry run: the database accepted every statement and rolled back; "
-        "nothing changed. Run `python -m roles apply` to apply."
+        "nothing changed. Run `invoke roles --apply` to apply."
     )
     return EXIT_VIOLATIONS
 

@@ -39,7 +39,7 @@ from psycopg2 import sql
 from tidewater.db import connect
 from tidewater.exceptions import TidewaterError
 from tidewater.profile import Target
-from tidewater.runs import OPS_SCHEMA, ensure_ops_tables
+from tidewater.runs import OPS_SCHEMA, ensure_ops_tables, pipeline_run_id
 
 PIPELINE_LOCK = "pipeline_lock"
 RAW_LOCK = "raw_lock"
@@ -309,8 +309,8 @@ def _record_skipped(conn: psycopg2.extensions.connection, job: str, holder: str)
     with conn.cursor() as cur:
         cur.execute(
             "insert into ops.job_runs (run_id, job, started_at, finished_at, duration_s, status, "
-            "error_class, error_message, host, pid) values (%s, %s, %s, %s, 0, 'skipped', "
-            "'transient', %s, %s, %s)",
+            "error_class, error_message, host, pid, pipeline_run_id) values (%s, %s, %s, %s, 0, "
+            "'skipped', 'transient', %s, %s, %s, %s)",
             (
                 uuid.uuid4().hex[:12],
                 job,
@@ -319,6 +319,7 @@ def _record_skipped(conn: psycopg2.extensions.connection, job: str, holder: str)
                 f"another pipeline run is in progress ({holder})",
                 socket.gethostname(),
                 os.getpid(),
+                pipeline_run_id(),
             ),
         )
 

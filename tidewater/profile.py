@@ -25,6 +25,7 @@ from tidewater.exceptions import ConfigError
 from tidewater.paths import DBT_PROJECT_DIR, STATE_DIR
 
 PROFILE_NAME = "tidewater"
+EMBEDDED_PORT_ENV = "TIDEWATER_EMBEDDED_PORT"
 SUPPORTED_TYPES = ("postgres", "redshift")
 
 ETL_USER = "tidewater_etl_runner"
@@ -186,6 +187,12 @@ def _render(value: Any, defaulted: list[str] | None = None) -> Any:
     def env_var(name: str, default: str | None = None) -> str:
         if name in os.environ:
             return os.environ[name]
+        if name == EMBEDDED_PORT_ENV:
+            # The port the embedded server runs on (or will): profiles copied from
+            # profiles.example.yml follow the server when it moved off 54329.
+            from tidewater.embedded import configured_server
+
+            return str(configured_server().port)
         if default is not None:
             if defaulted is not None and default:
                 defaulted.append(name)

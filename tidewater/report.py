@@ -19,9 +19,6 @@ from typing import Any, NamedTuple
 
 from tidewater.graph import LAYER_TITLES, Graph, build_graph, layers, parse_mermaid, to_mermaid
 
-# Jobs that start within this gap of the previous one's end belong to the same
-# run (`invoke load transform` is a load job, then a dbt job).
-SESSION_GAP = timedelta(minutes=2)
 HEATMAP_RUNS = 24
 FAILURE_LIMIT = 20
 FRESH_HOURS = 24.0  # the sources' freshness warn_after
@@ -35,12 +32,25 @@ select to_regclass('ops.job_runs') is not null
     now()
 """
 
-RECENT_JOBS = """
+# The last run is one invocation: every job that shares the newest job's
+# pipeline_run_id (`invoke load transform`: load, dbt build, publish). Runs that
+# were only skipped (the pipeline was busy) and role changes are not pipeline
+# runs; rows written before pipeline_run_id existed count one job per run.
+LAST_RUN = """
+select coalesce(pipeline_run_id, run_id)
+from ops.job_runs
+where status <> 'skipped' and job not like 'roles %%'
+order by started_at desc
+limit 1
+"""
+
+LAST_RUN_JOBS = """
 select run_id, job, started_at, coalesce(finished_at, greatest(now(), started_at)), status,
     rows_loaded
 from ops.job_runs
-where started_at > (select max(started_at) from ops.job_runs) - interval '1 day'
-order by started_at desc
+where pipeline_run_id = %(invocation)s
+    or (run_id = %(invocation)s and pipeline_run_id is null)
+order by started_at, job
 """
 
 SESSION_LOADS = """
@@ -152,7 +162,7 @@ Point = tuple[datetime, float]
 
 
 class Job(NamedTuple):
-    """A row of `RECENT_JOBS`."""
+    """A row of `LAST_RUN_JOBS`."""
 
     run_id: str
     job: str
@@ -205,6 +215,7 @@ class ReportData:
     now: datetime
     days: int
     has_ops: bool = False
+    last_run: str | None = None  # the invocation's pipeline_run_id
     lanes: tuple[Lane, ...] = ()
     runtimes: dict[str, list[tuple[datetime, float, bool]]] = field(default_factory=dict)
     runs: tuple[tuple[str, datetime], ...] = ()
@@ -212,21 +223,6 @@ class ReportData:
     freshness: tuple[tuple[str, float | None], ...] = ()
     failures: tuple[Failure, ...] = ()
     runs_per_day: tuple[tuple[date, int, int], ...] = ()
-
-
-def pick_session(jobs: Sequence[Job]) -> list[Job]:
-    """The last run: the latest job and every job that ended within `SESSION_GAP`
-    of the run's start (jobs newest first, as `RECENT_JOBS` returns them), oldest
-    first."""
-    if not jobs:
-        return []
-    session = [jobs[0]]
-    window_start = jobs[0].started_at
-    for job in jobs[1:]:
-        if job.finished_at >= window_start - SESSION_GAP:
-            session.append(job)
-            window_start = min(window_start, job.started_at)
-    return sorted(session, key=lambda job: (job.started_at, job.job))
 
 
 def pack_lanes(bars: Sequence[Bar]) -> list[list[Bar]]:
@@ -285,7 +281,9 @@ def collect_report(conn: Any, *, days: int = 30) -> ReportData:
             cur.execute(query, params)
             return list(cur.fetchall())
 
-        session = pick_session([Job(*row) for row in fetch(RECENT_JOBS)])
+        last = fetch(LAST_RUN)
+        invocation = last[0][0] if last else None
+        session = [Job(*row) for row in fetch(LAST_RUN_JOBS, invocation=invocation)] if last else []
         run_ids = [job[0] for job in session]
         lanes = build_lanes(
             session,
@@ -306,6 +304,7 @@ def collect_report(conn: Any, *, days: int = 30) -> ReportData:
             now=now,
             days=days,
             has_ops=True,
+            last_run=invocation,
             lanes=tuple(lanes),
             runtimes=runtimes,
             runs=tuple(runs.items()),
@@ -848,7 +847,7 @@ def summary_cards(data: ReportData) -> str:
         running = any(bar.status == "running" for bar in jobs)
         state = "failed" if failed else "running" if running else "succeeded"
         cards += [
-            (utc(began), "last run started", ""),
+            (utc(began), f"last run started (run {data.last_run})", ""),
             (duration((ended - began).total_seconds()), "last run took", ""),
             (state, f"{len(jobs)} job(s) in the last run", "bad" if failed else "good"),
         ]
@@ -888,8 +887,9 @@ def render_report(data: ReportData, graph: Graph, *, mermaid: str | None = None)
     )
     bodies = {
         "gantt": (
-            "Jobs, table loads and dbt nodes of the most recent run on one time axis; "
-            "overlapping bars ran in parallel. Hover a bar for details.",
+            "Jobs, table loads and dbt nodes of the most recent run"
+            + (f" (pipeline run {data.last_run}, one invocation)" if data.last_run else "")
+            + " on one time axis; overlapping bars ran in parallel. Hover a bar for details.",
             gantt_svg(data.lanes) + (gantt_legend if data.lanes else ""),
         ),
         "runtime-trend": (

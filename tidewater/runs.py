@@ -45,7 +45,8 @@ OPS_TABLES = (
         host text not null,
         pid integer not null,
         code_revision text,
-        details jsonb not null default '{}'
+        details jsonb not null default '{}',
+        pipeline_run_id text
     )
     """,
     """
@@ -96,13 +97,17 @@ OPS_TABLES = (
     )
     """,
     "create index if not exists job_runs_job_started on ops.job_runs (job, started_at)",
+    "create index if not exists job_runs_started on ops.job_runs (started_at)",
 )
 
 # Columns added after the tables were first shipped: added where missing, so existing
 # warehouses upgrade (and an up-to-date one is not altered). How long a load held the
 # source (its snapshot and read locks), and whether its late commits are provably
-# safe ('proven', 'held: …', 'unproven: …', 'off'; null for bulk loads).
+# safe ('proven', 'held: …', 'unproven: …', 'off'; null for bulk loads). The
+# invocation a job belongs to (null in rows written before it existed: each of those
+# counts as an invocation of its own).
 OPS_COLUMNS = (
+    ("job_runs", "pipeline_run_id", "text"),
     ("table_loads", "source_held_s", "double precision"),
     ("table_loads", "late_commit_safety", "text"),
 )
@@ -117,6 +122,16 @@ where not exists (
         and existing.column_name = wanted.column_name
 )
 """
+# Indexes on columns that OPS_COLUMNS may have just added.
+OPS_INDEXES = (
+    "create index if not exists job_runs_pipeline_run on ops.job_runs (pipeline_run_id)",
+)
+
+# Every job of one invocation (`invoke load transform`: load, dbt build, publish)
+# shares this id, also across the subprocesses the tasks start: the first entry
+# point to need it sets the variable, and child processes inherit it.
+PIPELINE_RUN_ENV = "TIDEWATER_PIPELINE_RUN_ID"
+
 
 MARK_ORPHANS = """
 update ops.job_runs
@@ -178,6 +193,8 @@ def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
                         sql.SQL(column_type),
                     )
                 )
+        for statement in OPS_INDEXES:
+            cur.execute(statement)
     if not conn.autocommit:
         conn.commit()
 
@@ -238,6 +255,25 @@ def _error_class(error: BaseException) -> str:
     return "transient" if is_transient(error) else "terminal"
 
 
+def new_run_id() -> str:
+    """A fresh, short run id."""
+    return uuid.uuid4().hex[:12]
+
+
+def pipeline_run_id() -> str:
+    """The id shared by every job of this invocation (``TIDEWATER_PIPELINE_RUN_ID``).
+
+    Set once per process tree: an `invoke` process sets it before starting
+    ``python -m loaders`` and ``python -m tidewater``; a job started on its own
+    gets an id of its own, exported here so whatever it starts shares it.
+    """
+    value = os.environ.get(PIPELINE_RUN_ENV, "").strip()
+    if not value:
+        value = new_run_id()
+        os.environ[PIPELINE_RUN_ENV] = value
+    return value
+
+
 def _alive_pids() -> list[int]:
     import psutil
 
@@ -254,6 +290,7 @@ class JobRun:
     rows: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
     status: str = "running"
+    pipeline_run_id: str = ""
 
 
 @contextmanager
@@ -267,7 +304,12 @@ def record_job(
     ``create=False`` nothing is created: if the ops tables do not exist yet, the
     job runs unrecorded (the roles tool must not create what it manages).
     """
-    run = JobRun(run_id=run_id or uuid.uuid4().hex[:12], job=job, started_at=datetime.now(UTC))
+    run = JobRun(
+        run_id=run_id or new_run_id(),
+        job=job,
+        started_at=datetime.now(UTC),
+        pipeline_run_id=pipeline_run_id(),
+    )
     conn = connect_fn()
     conn.autocommit = True
     if not create:
@@ -283,9 +325,17 @@ def record_job(
     with conn.cursor() as cur:
         cur.execute(MARK_ORPHANS, {"host": host, "alive": _alive_pids()})
         cur.execute(
-            "insert into ops.job_runs (run_id, job, started_at, status, host, pid, code_revision)"
-            " values (%s, %s, %s, 'running', %s, %s, %s)",
-            (run.run_id, job, run.started_at, host, os.getpid(), code_revision()),
+            "insert into ops.job_runs (run_id, job, started_at, status, host, pid, code_revision,"
+            " pipeline_run_id) values (%s, %s, %s, 'running', %s, %s, %s, %s)",
+            (
+                run.run_id,
+                job,
+                run.started_at,
+                host,
+                os.getpid(),
+                code_revision(),
+                run.pipeline_run_id,
+            ),
         )
     started = time.perf_counter()
     error: BaseException | None = None

@@ -18,12 +18,13 @@ from tidewater.audit import (
     write_marks,
 )
 from tidewater.cli import say
+from tidewater.embedded import configured_server
 from tidewater.exceptions import TidewaterError
 from tidewater.lock import raw_settled
 from tidewater.paths import DBT_PROJECT_DIR
-from tidewater.profile import Target
+from tidewater.profile import EMBEDDED_PORT_ENV, Target
 from tidewater.publish import BuildOutcome, publish, read_build_outcome
-from tidewater.runs import record_dbt_results, record_job
+from tidewater.runs import PIPELINE_RUN_ENV, pipeline_run_id, record_dbt_results, record_job
 from tidewater.setup import ConnectFn, warehouse_connector
 
 
@@ -48,6 +49,10 @@ def dbt_env() -> dict[str, str]:
     env = dict(os.environ)
     env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     env.setdefault("DBT_LOG_FORMAT", "text")
+    # A profile copied from profiles.example.yml names the embedded server's port
+    # through this variable, so dbt finds the server where it really runs.
+    env.setdefault(EMBEDDED_PORT_ENV, str(configured_server().port))
+    env.setdefault(PIPELINE_RUN_ENV, pipeline_run_id())
     return env
 
 

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from tidewater.graph import build_graph, to_mermaid
-from tidewater.report import Bar, Job, pack_lanes, pick_session, write_report
+from tidewater.report import Bar, collect_report, pack_lanes, write_report
 from tidewater.runs import ensure_ops_tables
 
 from .test_graph import MANIFEST
@@ -29,27 +29,33 @@ MODEL_FAILURE = "relation raw_app.events does not exist"
 # models and tests overlap, with one model failing.
 RUNS = f"""
 insert into ops.job_runs (run_id, job, started_at, finished_at, duration_s, status,
-    error_class, error_message, host, pid)
+    error_class, error_message, host, pid, pipeline_run_id)
 select 'load-' || day, 'load', now() - make_interval(days => day, hours => 1),
     now() - make_interval(days => day, hours => 1, secs => -(40 + day)), 40 + day,
-    'succeeded', null, null, 'h', 1
+    'succeeded', null, null, 'h', 1, 'run-' || day
 from generate_series(1, 5) as day
 union all
 select 'build-' || day, 'dbt build', now() - make_interval(days => day),
     now() - make_interval(days => day, secs => -(80 - day)), 80 - day,
-    'succeeded', null, null, 'h', 1
+    'succeeded', null, null, 'h', 1, 'run-' || day
 from generate_series(1, 5) as day
 union all
 select 'load-failed', 'load', now() - interval '2 days 3 hours',
     now() - interval '2 days 3 hours' + interval '3 seconds', 3, 'failed', 'terminal',
-    '{LOAD_FAILURE}', 'h', 1
+    '{LOAD_FAILURE}', 'h', 1, 'run-failed'
+union all
+select 'load-before', 'load', now() - interval '12 minutes', now() - interval '11 minutes', 60,
+    'succeeded', null, null, 'h', 1, 'run-before'
 union all
 select 'load-last', 'load', now() - interval '10 minutes', now() - interval '9 minutes', 60,
-    'succeeded', null, null, 'h', 1
+    'succeeded', null, null, 'h', 1, 'run-last'
 union all
 select 'build-last', 'dbt build', now() - interval '8 minutes 30 seconds',
     now() - interval '7 minutes', 90, 'failed', 'terminal',
-    'dbt build failed (exit 1): model.tw.fct_events', 'h', 1;
+    'dbt build failed (exit 1): model.tw.fct_events', 'h', 1, 'run-last'
+union all
+select 'load-skipped', 'load', now() - interval '1 minute', now() - interval '1 minute', 0,
+    'skipped', 'transient', 'another pipeline run is in progress', 'h', 2, 'run-skipped';
 
 insert into ops.table_loads (run_id, batch_id, source_name, table_name, load_mode, status,
     started_at, duration_s, rows_read, rows_inserted, rows_updated, rows_deleted, rows_reread,
@@ -60,7 +66,7 @@ select run_id, 'b', 'app', table_name, 'incremental', 'succeeded',
     null, null
 from ops.job_runs,
     unnest(array['orders', 'events', 'customers']) with ordinality as tables (table_name, position)
-where job = 'load' and status = 'succeeded'
+where job = 'load' and status = 'succeeded' and run_id <> 'load-before'
 union all
 select 'load-failed', 'b', 'app', 'orders', 'incremental', 'failed',
     now() - interval '2 days 3 hours', 1, 0, 0, 0, 0, 0, 1, 'terminal', '{LOAD_FAILURE}'
@@ -126,10 +132,49 @@ def test_the_gantt_chart_shows_the_last_run_only(report: Path) -> None:
     gantt = section(report.read_text(), "gantt")
     for name in ("load", "dbt build", "app.orders", "app.customers", "fct_orders", "fct_events"):
         assert f">{name}</text>" in gantt, name
-    assert gantt.count('class="label job"') == 2  # the load and the dbt build after it
+    # the load and the dbt build of run-last; not the invocation that ended a minute
+    # before it started, nor the skipped one after it
+    assert gantt.count('class="label job"') == 2
+    assert "pipeline run run-last" in gantt
     assert "old_model" not in gantt  # yesterday's run
     assert "unique_fct_orders_order_id" in gantt  # tests are there, packed into lanes
     assert ">tests 3</text>" in gantt and ">tests 4</text>" not in gantt
+
+
+def test_the_last_run_is_one_invocation_however_close_the_one_before(
+    warehouse: psycopg2.extensions.connection,
+) -> None:
+    ensure_ops_tables(warehouse)
+    with warehouse.cursor() as cur:
+        cur.execute(RUNS)
+    data = collect_report(warehouse)
+    assert data.last_run == "run-last"
+    jobs = [(lane.label, lane.bars[0].status) for lane in data.lanes if lane.kind == "job"]
+    assert jobs == [("load", "succeeded"), ("dbt build", "failed")]
+
+
+def test_rows_from_before_pipeline_run_ids_count_as_a_run_each(
+    warehouse: psycopg2.extensions.connection,
+) -> None:
+    with warehouse.cursor() as cur:
+        # an ops.job_runs as it was before pipeline_run_id: the upgrade adds the column
+        cur.execute(
+            "create schema ops; create table ops.job_runs (run_id text primary key, "
+            "job text not null, started_at timestamptz not null, finished_at timestamptz, "
+            "duration_s double precision, status text not null, error_class text, "
+            "error_message text, rows_loaded bigint, host text not null, pid integer not null, "
+            "code_revision text, details jsonb not null default '{}')"
+        )
+        cur.execute(
+            "insert into ops.job_runs (run_id, job, started_at, finished_at, status, host, pid) "
+            "values ('old-load', 'load', now() - interval '3 minutes', "
+            "now() - interval '2 minutes', 'succeeded', 'h', 1), "
+            "('old-build', 'dbt build', now() - interval '2 minutes', now(), 'succeeded', 'h', 1)"
+        )
+    ensure_ops_tables(warehouse)
+    data = collect_report(warehouse)
+    assert data.last_run == "old-build"
+    assert [lane.label for lane in data.lanes if lane.kind == "job"] == ["dbt build"]
 
 
 def test_the_failures_table_holds_job_load_and_model_failures(report: Path) -> None:
@@ -190,16 +235,6 @@ def test_empty_ops_tables_give_a_report_of_empty_sections(
 
 def at(seconds: float) -> datetime:
     return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
-
-
-def test_the_last_run_is_the_newest_job_and_those_that_ended_just_before_it() -> None:
-    jobs = [  # newest first, as RECENT_JOBS returns them
-        Job("c", "dbt build", at(3700), at(3800), "succeeded", None),
-        Job("b", "load", at(3500), at(3650), "succeeded", None),
-        Job("a", "dbt build", at(0), at(60), "succeeded", None),
-    ]
-    assert [job[0] for job in pick_session(jobs)] == ["b", "c"]
-    assert pick_session([]) == []
 
 
 def test_overlapping_bars_need_as_many_lanes_as_ran_at_once() -> None:

@@ -7,6 +7,7 @@ job_runs as (
 final as (
     select
         run_id,
+        pipeline_run_id,
         job_name,
         status,
         error_class,

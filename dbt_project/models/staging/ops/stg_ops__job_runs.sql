@@ -7,6 +7,7 @@ source as (
 renamed as (
     select
         run_id,
+        pipeline_run_id,
         job as job_name,
         status,
         error_class,
