@@ -9,12 +9,18 @@ import sys
 from dataclasses import asdict
 
 from loaders.config import load_sources, select_sources
-from loaders.pipeline import LoadOptions, TableResult, load_all, raise_on_failure
+from loaders.pipeline import (
+    LoadOptions,
+    TableResult,
+    load_all,
+    prepare_warehouse,
+    raise_on_failure,
+)
 from tidewater.cli import fail, print_table
 from tidewater.exceptions import TidewaterError
 from tidewater.progress import TableProgress
 from tidewater.runs import record_job, record_table_loads
-from tidewater.setup import resolve_sources, warehouse_connector
+from tidewater.setup import grant_new_schemas, resolve_sources, warehouse_connector
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
             sources, target=args.target, profiles_dir=args.profiles_dir
         )
         connect_warehouse = warehouse_connector(target)
+        # A new source's raw schema gets its grants before its tables exist, so the
+        # spec's default privileges cover them and analysts can read them at once.
+        created = prepare_warehouse(connect_warehouse, sources)
+        if created:
+            grant_new_schemas(target, created)
         total = sum(len(source.tables) for source in sources)
         with record_job(connect_warehouse, "load") as run, TableProgress(total) as progress:
             results = load_all(

@@ -47,14 +47,16 @@ class MissingSchema(LoaderError):
         )
 
 
-def ensure_schema(cur: Cursor, schema: str) -> None:
+def ensure_schema(cur: Cursor, schema: str) -> bool:
+    """Create ``schema`` if it is missing; returns whether it was created."""
     cur.execute("select 1 from pg_namespace where nspname = %s", (schema,))
     if cur.fetchone():
-        return
+        return False
     cur.execute("select has_database_privilege(current_database(), 'CREATE')")
     if not cur.fetchone()[0]:
         raise MissingSchema(schema)
     cur.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+    return True
 
 
 def prepare_raw_table(

@@ -551,18 +551,24 @@ def load_all(
     return results
 
 
-def prepare_warehouse(connect_warehouse: ConnectFn, sources: tuple[SourceConfig, ...]) -> None:
-    """Create raw schemas and the mark table once, before tables load in parallel."""
+def prepare_warehouse(
+    connect_warehouse: ConnectFn, sources: tuple[SourceConfig, ...]
+) -> tuple[str, ...]:
+    """Create raw schemas and the mark table once, before tables load in parallel.
+
+    Returns the schemas it created (they need the role spec's grants)."""
     conn = connect_warehouse()
     try:
         with conn.cursor() as cur:
             cur.execute("select pg_advisory_xact_lock(hashtext('tidewater.ddl'))")
-            for source in sources:
-                ensure_schema(cur, source.raw_schema)
+            created = tuple(
+                source.raw_schema for source in sources if ensure_schema(cur, source.raw_schema)
+            )
             ensure_state_table(cur)
         conn.commit()
     finally:
         conn.close()
+    return created
 
 
 def raise_on_failure(results: list[TableResult]) -> None:
