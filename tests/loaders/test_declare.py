@@ -211,9 +211,7 @@ def test_declare_with_views_declares_them_in_bulk(shop_dsn: str, tmp_path: Path)
     assert "readings_2025" not in tables
 
 
-def test_every_declared_table_loads(
-    shop_dsn: str, warehouse_dsn: str, tmp_path: Path
-) -> None:
+def test_every_declared_table_loads(shop_dsn: str, warehouse_dsn: str, tmp_path: Path) -> None:
     project_dir = _project_dir(tmp_path)
     declare_source(shop_dsn, "shop", project_dir=project_dir, views=True)
     sources = load_sources(project_dir)
@@ -227,9 +225,8 @@ def test_every_declared_table_loads(
         name: "succeeded" for name in (*SHOP_TABLES, "open_tickets")
     }
     for table in (*SHOP_TABLES, "open_tickets"):
-        assert (
-            query(warehouse_dsn, f"select count(*) from raw_shop.{table}")
-            == query(shop_dsn, f"select count(*) from {table}")
+        assert query(warehouse_dsn, f"select count(*) from raw_shop.{table}") == query(
+            shop_dsn, f"select count(*) from {table}"
         ), table
 
 
