@@ -218,7 +218,10 @@ def test_the_readme_newcomer_path_works_as_written(
     (clone.path / model_path.group(1)).write_text(model_sql)
     properties = clone.path / properties_path.group(1)
     model_yaml = [block for block in code_blocks(analyst, "yaml") if "- name:" in block][-1]
-    properties.write_text(properties.read_text().rstrip("\n") + "\n" + model_yaml)
+    existing = properties.read_text()
+    # the block is an entry of the file's `models:` list: at that list's indentation
+    indent = re.search(r"^( *)- name:", existing, flags=re.M).group(1)  # type: ignore[union-attr]
+    properties.write_text(existing.rstrip("\n") + "\n" + textwrap.indent(model_yaml, indent))
     steps = shell_commands(analyst)
     assert any("--target dev_" in command for command in steps), steps
     for command in steps:
