@@ -146,7 +146,10 @@ class Trigger:
         if self.function == "moddatetime":
             return column in self.arguments.split("\\000")
         quoted = re.escape(column)
-        pattern = rf'\bnew\s*\.\s*(?:"{quoted}"|{quoted}\b)\s*:?=(?!=)'
+        # an assignment starts a statement; `if new.col = old.col` is a comparison
+        pattern = (
+            rf'(?:^|;|\bbegin|\bthen|\belse|\bloop)\s*new\s*\.\s*(?:"{quoted}"|{quoted}\b)\s*:?='
+        )
         return re.search(pattern, self.source, flags=re.IGNORECASE) is not None
 
     def describe(self) -> str:

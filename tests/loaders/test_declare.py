@@ -348,3 +348,29 @@ def test_invoke_declare_then_load_gives_analysts_the_new_raw_schema_and_a_rerun_
 
     project.invoke("load", "--source", "shop")
     assert query(analyst, "select body from raw_shop.notes") == [("hello",)]
+
+
+@pytest.mark.parametrize(
+    ("function_source", "sets_it"),
+    [
+        ("begin\n    NEW.updated_at := now();\n    return NEW;\nend", True),
+        ("BEGIN new.updated_at = now(); RETURN new; END", True),
+        ('begin NEW."updated_at" := clock_timestamp(); return NEW; end', True),
+        ("begin if new.updated_at = old.updated_at then raise 'x'; end if; end", False),
+        ("begin new.updated_at_utc := now(); return new; end", False),
+    ],
+)
+def test_a_trigger_sets_a_column_only_where_its_function_assigns_it(
+    function_source: str, sets_it: bool
+) -> None:
+    from loaders.declare import Trigger
+
+    trigger = Trigger("touch", "touch", True, True, "", function_source)
+    assert trigger.assigns("updated_at") is sets_it
+
+
+def test_contribs_moddatetime_names_its_column_in_the_trigger_arguments() -> None:
+    from loaders.declare import Trigger
+
+    trigger = Trigger("mdt", "moddatetime", False, True, "updated_at\\000", "")
+    assert trigger.assigns("updated_at") and not trigger.assigns("created_at")
