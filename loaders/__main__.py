@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
             sources, target=args.target, profiles_dir=args.profiles_dir
         )
         connect_warehouse = warehouse_connector(target)
-        # A new source's raw schema gets its grants before its tables exist, so the
-        # spec's default privileges cover them and analysts can read them at once.
-        created = prepare_warehouse(connect_warehouse, sources)
-        if created:
-            grant_new_schemas(target, created)
         total = sum(len(source.tables) for source in sources)
         with record_job(connect_warehouse, "load") as run, TableProgress(total) as progress:
+            # A new source's raw schema gets its grants before its tables exist, so the
+            # spec's default privileges cover them and analysts can read them at once.
+            created = prepare_warehouse(connect_warehouse, sources)
+            if created:
+                grant_new_schemas(target, created)
             results = load_all(
                 sources,
                 source_connectors=connectors,
