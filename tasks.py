@@ -137,6 +137,19 @@ def load(
 
 @task(
     help={
+        "source": "the source's name; its DSN is in TIDEWATER_SOURCE_<NAME>_DSN",
+        "schema": "schema in the source database",
+        "views": "declare views too",
+    }
+)
+def declare(c: Context, source: str, schema: str = "public", views: bool = False) -> None:
+    """Write a source's dbt sources YAML from its catalog (new tables only on a rerun)."""
+    extra = f" --schema {shlex.quote(schema)}" + (" --views" if views else "")
+    _run(c, f"{PYTHON} -m loaders.declare --source {shlex.quote(source)}{extra}")
+
+
+@task(
+    help={
         "full_refresh": "rebuild incremental models from scratch",
         "select": "dbt selector (e.g. marts)",
         "keep_going": "skip only what depends on tables whose last load failed",

@@ -15,12 +15,18 @@ import psycopg2
 
 from loaders.config import check_dsn, load_sources, select_sources
 from loaders.exceptions import DeclarationError, MalformedDsn
-from loaders.pipeline import LoadOptions, TableResult, load_all, raise_on_failure
+from loaders.pipeline import (
+    LoadOptions,
+    TableResult,
+    load_all,
+    prepare_warehouse,
+    raise_on_failure,
+)
 from tidewater.cli import fail, print_table, say
 from tidewater.exceptions import TidewaterError
 from tidewater.progress import TableProgress
 from tidewater.runs import record_job, record_table_loads, write_record
-from tidewater.setup import resolve_sources, warehouse_connector
+from tidewater.setup import grant_new_schemas, resolve_sources, warehouse_connector
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +84,7 @@ def _load(args: argparse.Namespace) -> int:
     connect_warehouse = warehouse_connector(target)
     total = sum(len(source.tables) for source in sources)
     with record_job(connect_warehouse, "load") as run, TableProgress(total) as progress:
+        new_schemas = prepare_warehouse(connect_warehouse, sources)
         results = load_all(
             sources,
             source_connectors=connectors,
@@ -98,6 +105,16 @@ def _load(args: argparse.Namespace) -> int:
             lambda conn: record_table_loads(conn, run.run_id, results),
             what=f"the table loads of run {run.run_id}",
         )
+        # A raw schema this run created gets the role spec's grants now, inside the
+        # recorded job, so analysts can read the new tables at once.
+        created = tuple(
+            source.raw_schema
+            for source in sources
+            if source.raw_schema in new_schemas
+            and any(r.source == source.name and r.status != "failed" for r in results)
+        )
+        if created:
+            grant_new_schemas(target, created)
         run.rows = sum(r.inserted + r.updated + r.deleted for r in results)
         warnings = [warning for r in results for warning in r.warnings]
         run.details = {

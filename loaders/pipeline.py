@@ -691,17 +691,29 @@ def _outcome(
         )
 
 
-def prepare_warehouse(connect_warehouse: ConnectFn, sources: tuple[SourceConfig, ...]) -> None:
+def prepare_warehouse(
+    connect_warehouse: ConnectFn, sources: tuple[SourceConfig, ...]
+) -> tuple[str, ...]:
     """Create the mark table once, before tables load in parallel. Raw schemas are
-    created by the first load into each, in its own transaction (`ensure_schema`)."""
+    created by the first load into each, in its own transaction (`ensure_schema`).
+
+    Returns the raw schemas that do not exist yet: the ones this run may create,
+    which then need the role spec's grants (`tidewater.setup.grant_new_schemas`)."""
     conn = connect_warehouse()
     try:
         with conn.cursor() as cur:
             hold_ddl(cur)
+            cur.execute(
+                "select nspname from pg_namespace where nspname = any(%s)",
+                ([source.raw_schema for source in sources],),
+            )
+            present = {row[0] for row in cur.fetchall()}
+            missing = tuple(s.raw_schema for s in sources if s.raw_schema not in present)
             ensure_state_table(cur)
         conn.commit()
     finally:
         conn.close()
+    return missing
 
 
 def raise_on_failure(results: list[TableResult]) -> None:

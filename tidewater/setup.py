@@ -114,6 +114,23 @@ def _fallback_passwords(spec: Any, *, admin: Target, etl: Target | None) -> dict
     return fallback
 
 
+def grant_new_schemas(target: Target, schemas: Sequence[str]) -> None:
+    """Schemas a load just created get the role spec's grants now, not on the next run.
+
+    On the embedded warehouse the spec is applied again (as at every start); elsewhere
+    the grants are the owners' to apply, so this says what to run.
+    """
+    names = ", ".join(schemas)
+    if target.is_embedded:
+        apply_roles(admin_target(target), etl=target, quiet=True)
+        say(f"created {names} and applied the role spec to it: analysts can read it now")
+    else:
+        say(
+            f"created {names}; run `invoke roles --apply` (as the warehouse's owner) so the "
+            "role spec's grants, e.g. analysts reading raw_*, cover it"
+        )
+
+
 def ensure_warehouse(target: Target) -> None:
     """For the embedded warehouse: start it, create the database, apply the roles.
 
