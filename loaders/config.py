@@ -62,10 +62,28 @@ TABLE_SETTINGS: dict[str, Any] = {
         "enabled": _BOOLEAN,
     },
 }
+_TIMEOUT_UNITS = {
+    "ms": 0.001,
+    "millisecond": 0.001,
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+_TIMEOUT_PATTERN = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|h|d|milliseconds?|seconds?|minutes?|hours?|days?)\s*$"
+)
 _TIMEOUT: dict[str, Any] = {
-    "type": "string",
-    "pattern": r"^\s*[1-9]\d*\s*(second|minute|hour|day)s?\s*$",
-    "description": "an interval like '5 seconds', '30 minutes' or '1 hour'",
+    "anyOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": _TIMEOUT_PATTERN.pattern},
+    ],
+    "description": "whole seconds (e.g. 300) or an interval like '30s', '5 minutes', '500ms'",
 }
 SOURCE_SETTINGS: dict[str, Any] = {
     "type": "object",
@@ -178,6 +196,18 @@ class SourceConfig:
             f"no table {name!r} is declared",
             candidates=[table.name for table in self.tables],
         )
+
+
+def parse_timeout(value: Any) -> timedelta:
+    """``300`` or ``"5 minutes"``/``"30s"``/``"500ms"`` → timedelta (validated by the schema)."""
+    if isinstance(value, int):
+        return timedelta(seconds=value)
+    match = _TIMEOUT_PATTERN.match(str(value))
+    if not match:
+        raise ValueError(f"not a timeout: {value!r}")
+    amount, unit = float(match.group(1)), match.group(2)
+    unit = unit[:-1] if unit.endswith("s") and len(unit) > 3 else unit
+    return timedelta(seconds=amount * _TIMEOUT_UNITS[unit])
 
 
 def parse_lag(value: Any, where: str) -> timedelta:
@@ -319,8 +349,8 @@ def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfi
         tables=tuple(tables),
         declared_in=path,
         kind=kind,
-        lock_timeout=parse_lag(meta.get("source_lock_timeout", "5 seconds"), where),
-        statement_timeout=parse_lag(meta.get("source_statement_timeout", "30 minutes"), where),
+        lock_timeout=parse_timeout(meta.get("source_lock_timeout", "5 seconds")),
+        statement_timeout=parse_timeout(meta.get("source_statement_timeout", "30 minutes")),
     )
 
 
