@@ -43,6 +43,9 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+SASL = struct.pack("!I", 10)  # AuthenticationSASL
+
+
 class RedshiftWire:
     """Listens on 127.0.0.1:`port`, relays to PostgreSQL at `upstream`."""
 
@@ -87,6 +90,11 @@ class RedshiftWire:
                 body = _read(upstream, struct.unpack("!I", _read(upstream, 4))[0] - 4)
                 if kind == b"S" and body.startswith(b"server_version\0"):
                     body = b"server_version\0" + REDSHIFT_VERSION + b"\0"
+                if kind == b"R" and body[:4] == SASL:
+                    # PostgreSQL ends the SASL mechanism list with an empty name;
+                    # redshift_connector reads that as an unknown mechanism.
+                    names = [name for name in body[4:].split(b"\0") if name]
+                    body = SASL + b"\0".join(names) + b"\0"
                 client.sendall(kind + struct.pack("!I", len(body) + 4) + body)
                 if kind in (b"Z", b"E"):
                     break

@@ -29,7 +29,7 @@ tidewater:
       host: 127.0.0.1
       port: {port}
       user: {user}
-      password: unused
+      password: "{password}"
       dbname: {dbname}
       schema: analytics
       threads: 1
@@ -41,13 +41,22 @@ MARTS = sorted(path.stem for path in (DBT_PROJECT_DIR / "models" / "marts").glob
 def compile_for_redshift(dsn: str, root: Path) -> Path:
     """`dbt compile --target redshift` against the catalog of `dsn`."""
     parts = urlsplit(dsn)
+    # The password libpq used for `dsn` (from its passfile on the embedded server):
+    # the relay passes authentication through to the server, which checks it.
+    probe = psycopg2.connect(dsn)
+    password = probe.info.password or ""
+    probe.close()
     wire = RedshiftWire((parts.hostname or "127.0.0.1", parts.port or 5432))
     try:
         (root / "profiles.yml").write_text(
             PROFILE.format(
-                port=wire.port, user=parts.username or "postgres", dbname=parts.path.lstrip("/")
+                port=wire.port,
+                user=parts.username or "postgres",
+                password=password,
+                dbname=parts.path.lstrip("/"),
             )
         )
+        (root / "profiles.yml").chmod(0o600)
         result = subprocess.run(
             [
                 str(Path(sys.executable).parent / "dbt"),
