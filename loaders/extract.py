@@ -487,3 +487,52 @@ def deletes_counter(cur: psycopg2.extensions.cursor, schema: str, table: str) ->
     cur.execute(SOURCE_DELETES, {"relation": relation})
     value = cur.fetchone()[0]
     return int(value) if value is not None else None
+
+
+def find_split_key(
+    cur: psycopg2.extensions.cursor,
+    schema: str,
+    table: str,
+    columns: Sequence[Column],
+    primary_key: Sequence[str],
+    *,
+    cursor_column: str,
+    read_from: datetime | None,
+    read_after: bool = False,
+) -> tuple[list[object], int, int] | None:
+    """A key of the read window that holds different rows anywhere in the source.
+
+    The staged window alone cannot show it when the other row lies below the mark
+    (an old row whose key a new row repeats). Asked in the read's snapshot, only for
+    keys the source does not enforce. Returns (example key values, how many
+    different rows it holds, how many such keys), or None.
+    """
+    condition, params = build_filter(cursor_column, read_from, after=read_after)
+    keys = sql.SQL(", ").join(map(sql.Identifier, primary_key))
+    row = sql.SQL("md5(cast(row({}) as text))").format(
+        sql.SQL(", ").join(sql.Identifier(column.name) for column in columns)
+    )
+    relation = sql.Identifier(schema, table)
+    cur.execute(
+        sql.SQL(
+            "select {example}, versions, count(*) over () from ("
+            "select {keys}, count(distinct {row}) as versions from {relation} "
+            "where ({keys}) in (select {keys} from {relation} where {condition}) "
+            "group by {keys} having count(distinct {row}) > 1) as split "
+            "order by versions desc limit 1"
+        ).format(
+            example=sql.SQL(", ").join(
+                sql.SQL("cast({} as text)").format(sql.Identifier(key)) for key in primary_key
+            ),
+            keys=keys,
+            row=row,
+            relation=relation,
+            condition=condition,
+        ),
+        params,
+    )
+    found = cur.fetchone()
+    if found is None:
+        return None
+    *example, versions, count = found
+    return example, int(versions), int(count)

@@ -44,6 +44,7 @@ from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import (
     BadData,
     LoadRunFailed,
+    NonUniqueKey,
     SourceLocked,
     SourceStatementTimeout,
     TableLoadFailed,
@@ -53,6 +54,7 @@ from loaders.extract import (
     build_query,
     configure_session,
     copy_out,
+    find_split_key,
     open_snapshot,
     plan_next_read,
     window_stats,
@@ -443,6 +445,20 @@ def _read_incremental(
         return
     create_stage(wh, raw)
     result.rows_read = _copy_between(src, query, params, wh, sql.Identifier(STAGE), names)
+    if not unique_at_source and not empty:
+        # A new row may repeat the key of an old one below the window: ask the source.
+        split = find_split_key(
+            src,
+            source.source_schema,
+            table.name,
+            raw.columns,
+            table.primary_key,
+            cursor_column=table.cursor,
+            read_from=window.read_from,
+            read_after=window.after,
+        )
+        if split is not None:
+            raise NonUniqueKey(result.name, table.primary_key, *split)
 
     def merge() -> None:
         if not unique_at_source:
