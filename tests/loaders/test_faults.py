@@ -310,8 +310,9 @@ def restartable_source(second_server: embedded.EmbeddedServer) -> Iterator[str]:
     embedded.start(second_server)
 
 
-# Backoff: 0.5 s, then 1, 2, 3, 3, … (plus up to 0.5 s of jitter); the server is down ~2.5 s.
-PATIENT = LoadOptions(retries=10, backoff_initial=0.5, backoff_max=3.0)
+# Backoff: 0.5 s, then 1, 2, 3, 3, … (plus up to 0.5 s of jitter); the server is down ~2.5 s
+# (longer on a busy machine, where a restart can take many seconds: hence 20 tries).
+PATIENT = LoadOptions(retries=20, backoff_initial=0.5, backoff_max=3.0)
 
 
 @pytest.mark.parametrize("when", ["before-the-load", "mid-copy"])
