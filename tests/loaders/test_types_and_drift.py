@@ -3,6 +3,8 @@ safely, and declarations are checked before anything is written."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import psycopg2
 import psycopg2.errors
 import pytest
@@ -322,7 +324,8 @@ def warehouse_has_xml(dsn: str) -> bool:
 def test_xml_loads_as_text_into_a_warehouse_without_xml_support(
     server_admin_dsn: str, source_dsn: str, warehouse_dsn: str, run_load
 ) -> None:
-    execute(server_admin_dsn.rsplit("/", 1)[0] + "/" + source_dsn.rsplit("/", 1)[1], RAW_XML)
+    source_db = urlsplit(source_dsn).path.lstrip("/")
+    execute(urlunsplit(urlsplit(server_admin_dsn)._replace(path="/" + source_db)), RAW_XML)
     execute(
         source_dsn,
         "create table docs (id int primary key, body xml, parts xml[], "

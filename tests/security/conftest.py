@@ -77,11 +77,18 @@ class Warehouse:
 
 
 @pytest.fixture
-def warehouse(make_database: Callable[[str], str], role_prefix: str) -> Iterator[Warehouse]:
-    """A fresh database with the shipped spec applied; every user has a password."""
+def warehouse(
+    make_database: Callable[[str], str], role_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Warehouse]:
+    """A fresh database with the shipped spec applied; every user has a password.
+
+    The password variables are exported too, so the roles CLI a test runs reads the
+    same passwords (and plans no password change)."""
     spec = load_spec(ROLES_SPEC, prefix=role_prefix)
     passwords = {user.name: secrets.token_urlsafe(18) for user in spec.users}
     env = {user.password_env: passwords[user.name] for user in spec.users if user.password_env}
+    for variable, password in env.items():
+        monkeypatch.setenv(variable, password)
     built = Warehouse(make_database("sec"), spec, passwords, env)
     built.apply()
     yield built
