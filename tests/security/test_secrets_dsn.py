@@ -63,7 +63,11 @@ def test_a_source_dsn_password_never_appears_in_output_or_run_records(
             print(f"  exit {result.returncode}: {(result.stdout + result.stderr).strip()[-300:]}")
             assert not _leaks(result.stdout + result.stderr), f"{form} leaked via {command}"
             assert "Traceback" not in result.stderr
-            if command[-1] == "loaders":
+            if command[-1] == "loaders" and form == "malformed":
+                # Refused before connecting, as a usage error naming only the variable.
+                assert result.returncode == 2
+                assert "TIDEWATER_SOURCE_APP_DSN" in result.stderr
+            elif command[-1] == "loaders":
                 assert result.returncode == 1
                 assert "cannot connect to source app" in result.stderr
     # `invoke load`, the scheduled path, records its runs: no secret there either.
