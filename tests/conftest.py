@@ -185,6 +185,12 @@ class Project:
         self.warehouse = warehouse
         self.source = source
 
+    def set_up(self) -> None:
+        """What the README asks first on a server of your own: `invoke roles --apply`
+        (on the embedded server every task applies the spec itself)."""
+        if os.environ.get("TIDEWATER_TEST_DSN"):
+            self.invoke("roles", "--apply")
+
     def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         invoke = Path(sys.executable).parent / "invoke"
         result = subprocess.run(

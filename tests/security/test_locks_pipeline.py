@@ -59,6 +59,7 @@ def _try(conn: psycopg2.extensions.connection, who: str, statement: str) -> bool
 def test_readers_cannot_take_the_pipeline_locks_and_loads_and_transforms_still_run(
     project: Project, role_prefix: str
 ) -> None:
+    project.set_up()
     project.invoke("load")  # roles, ops and its lock tables exist
     dashboard = _login(project, role_prefix, "dashboard_bi")
     analyst = _login(project, role_prefix, "analyst_alice")
@@ -98,6 +99,7 @@ def test_readers_cannot_take_the_pipeline_locks_and_loads_and_transforms_still_r
 def test_a_load_waits_a_bounded_time_for_the_raw_lock_and_names_the_holder(
     project: Project,
 ) -> None:
+    project.set_up()
     project.invoke("load")
     # An ETL session holds raw as a transform does, and does not let go.
     holder = psycopg2.connect(project.warehouse, application_name="long transform")
@@ -126,6 +128,7 @@ def test_a_load_waits_a_bounded_time_for_the_raw_lock_and_names_the_holder(
 def test_a_second_load_of_a_table_waits_a_bounded_time_naming_the_first(
     project: Project,
 ) -> None:
+    project.set_up()
     project.invoke("load")
     from tidewater.lock import hold_table_load
 

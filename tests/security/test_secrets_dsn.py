@@ -49,6 +49,7 @@ def _leaks(text: str) -> bool:
 def test_a_source_dsn_password_never_appears_in_output_or_run_records(
     project: Project,
 ) -> None:
+    project.set_up()
     project.invoke("load")  # roles, ops tables and a first run's records
     for form, dsn in sorted(DSN_FORMS.items()):
         env = dict(project.env, TIDEWATER_SOURCE_APP_DSN=dsn)
