@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import psutil
 import psycopg2
@@ -380,6 +380,9 @@ def cli_env(tmp_path: Path, warehouse: str, source: str) -> dict[str, str]:
     env.update(DBT_PROFILES_DIR=str(tmp_path), TIDEWATER_SOURCE_APP_DSN=source)
     # Not the embedded warehouse: nothing is started or granted, only connected to.
     env["TIDEWATER_EMBEDDED_PORT"] = "1"
+    # The server checks passwords: libpq reads the one the DSN's passfile holds.
+    for passfile in parse_qs(parts.query).get("passfile", []):
+        env["PGPASSFILE"] = passfile
     return env
 
 
@@ -406,13 +409,17 @@ def test_a_crash_of_the_server_holding_source_and_warehouse_is_survived_and_reco
     # Crash recovery takes seconds, longer on a busy machine: room for ten attempts.
     process = run_cli(cli_env(tmp_path, warehouse, source), "--retries", "10")
     wait_for(lambda: copying_out(source) or process.poll() is not None)
+    assert process.poll() is None, (
+        f"the load ended before its COPY was seen: {process.communicate()}"
+    )
     ((backend,),) = execute(
         source,
         "select pid from pg_stat_activity where datname = current_database() "
         "and query ilike 'copy (select%%to stdout'",
     )
     os.kill(backend, signal.SIGKILL)
-    _out, err = process.communicate(timeout=300)
+    out, err = process.communicate(timeout=300)
+    print(out, err)
     assert "Traceback" not in err, err
     assert process.returncode == 0, err
     assert execute(warehouse, "select status, error_message from ops.job_runs") == [
