@@ -102,6 +102,7 @@ def test_after_live_changes_the_marts_follow_the_source(project: Project) -> Non
 
 
 def test_a_broken_configuration_is_one_line_that_says_what_to_fix(project: Project) -> None:
+    project.set_up()  # the warehouse is fine: only the source is broken
     project.env["TIDEWATER_SOURCE_APP_DSN"] = "postgresql://nobody@127.0.0.1:1/none"
     result = project.invoke("load", check=False)
     assert result.returncode != 0
