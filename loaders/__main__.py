@@ -99,6 +99,7 @@ def _load(args: argparse.Namespace) -> int:
             ),
             on_done=progress.advance,
             only_tables=set(args.table) if args.table else None,
+            prepared=True,
         )
         write_record(
             connect_warehouse,

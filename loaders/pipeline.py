@@ -461,7 +461,8 @@ def _read_incremental(
             raise NonUniqueKey(result.name, table.primary_key, *split)
 
     def merge() -> None:
-        if not unique_at_source:
+        if not unique_at_source and empty:
+            # A first load's stage is the whole table (later ones asked the source).
             check_unique_keys(wh, raw, where=result.name)
         ensure_indexes(wh, raw)
         wh.execute(sql.SQL("analyze {}").format(sql.Identifier(STAGE)))
@@ -634,12 +635,14 @@ def load_all(
     options: LoadOptions = LoadOptions(),
     on_done: Callable[[TableResult], None] | None = None,
     only_tables: set[str] | None = None,
+    prepared: bool = False,
 ) -> list[TableResult]:
     """Load every declared table with a bounded pool of workers.
 
     By default the first failure stops the run: tables not yet started are
     skipped. With ``keep_going`` the others still load. Returns every table's
-    result, failed ones included; see `raise_on_failure`.
+    result, failed ones included; see `raise_on_failure`. ``prepared``: the caller
+    has run `prepare_warehouse` already (to learn which raw schemas are new).
     """
     batch_id = new_batch_id()
     work = [
@@ -652,7 +655,8 @@ def load_all(
     ]
     results: list[TableResult] = []
     stop = threading.Event()
-    prepare_warehouse(connect_warehouse, sources)
+    if not prepared:
+        prepare_warehouse(connect_warehouse, sources)
 
     def run(source: SourceConfig, table: TableConfig) -> TableResult:
         if stop.is_set():
