@@ -168,6 +168,26 @@ def code_revision() -> str | None:
     return out.stdout.strip() or None
 
 
+# PostgreSQL's server_version of Redshift (8.0.2), which has no synchronous_commit.
+REDSHIFT_SERVER_VERSION = 80002
+
+
+def durable(conn: psycopg2.extensions.connection) -> psycopg2.extensions.connection:
+    """Make this session's commits wait for the WAL flush.
+
+    A warehouse may run with ``synchronous_commit = off`` (the embedded server does,
+    for load speed); a crash then forgets the last commits. Run records must survive
+    the crash they describe, and flushing a record also flushes every commit before it
+    (the loads it records). Redshift has no such setting, and needs none.
+    """
+    if conn.server_version > REDSHIFT_SERVER_VERSION:
+        with conn.cursor() as cur:
+            cur.execute("set synchronous_commit to on")
+        if not conn.autocommit:
+            conn.commit()
+    return conn
+
+
 def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
     """Create the ops tables if they are missing (idempotent)."""
     with conn.cursor() as cur:
@@ -224,6 +244,7 @@ def write_record(
             if conn is None or conn.closed:
                 conn = connect_fn()
                 conn.autocommit = True
+                durable(conn)
             write(conn)
             return True
         except (psycopg2.Error, TidewaterError) as exc:
@@ -312,6 +333,7 @@ def record_job(
     )
     conn = connect_fn()
     conn.autocommit = True
+    durable(conn)
     if not create:
         with conn.cursor() as cur:
             cur.execute("select to_regclass('ops.job_runs') is not null")

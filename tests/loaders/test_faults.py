@@ -26,6 +26,7 @@ from loaders.config import SourceConfig
 from loaders.pipeline import LoadOptions, connector, load_all, raise_on_failure
 from tests.loaders.conftest import SCHEMA_SQL, execute, only
 from tidewater import embedded
+from tidewater.runs import record_job
 
 COMPARED = "customer_id, email, full_name, country_code, is_marketing_opt_in, updated_at"
 
@@ -394,6 +395,21 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_run_record_survives_a_crash_right_after_it_is_written(
+    second_server: embedded.EmbeddedServer,
+) -> None:
+    """The embedded server commits asynchronously (for load speed), so a crash forgets
+    its last commits; the run record must not be among them, or the run it describes
+    vanishes from ops.job_runs (and its end finds no row to update)."""
+    warehouse = database_on(second_server, "wh")
+    with record_job(connector(warehouse, what="warehouse"), "load") as run:
+        crash(second_server)
+        embedded.start(second_server)
+    assert execute(warehouse, "select run_id, status from ops.job_runs") == [
+        (run.run_id, "succeeded")
+    ]
 
 
 def test_a_crash_of_the_server_holding_source_and_warehouse_is_survived_and_recorded(
