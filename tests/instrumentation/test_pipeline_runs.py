@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import psycopg2
 import pytest
 
+import demo_app.workload
 from control.report import collect_report
 from control.status import collect_status, human_age, human_duration, status_sections
 from tests.conftest import ROOT, Project, query
@@ -28,6 +29,8 @@ def test_two_invocations_are_two_pipeline_runs_and_the_report_shows_the_second(
     if os.environ.get("TIDEWATER_TEST_DSN"):
         project.invoke("roles", "--apply")
     project.invoke("load", "transform")
+    # Something new to build (a no-change cycle starts no dbt and publishes nothing).
+    demo_app.workload.simulate(project.source, steps=20, seed=3)
     project.invoke("load", "transform")
 
     runs = query(
