@@ -27,7 +27,21 @@ def test_two_invocations_are_two_pipeline_runs_and_the_report_shows_the_second(
 ) -> None:
     if os.environ.get("TIDEWATER_TEST_DSN"):
         project.invoke("roles", "--apply")
+    # each invoke process makes its own id (an earlier test of this process may have
+    # left one in the environment, which the invoke processes would inherit)
+    project.env.pop(PIPELINE_RUN_ENV, None)
     project.invoke("load", "transform")
+    # a changed order, so the second transform has something to build and publish
+    change = psycopg2.connect(project.source)
+    change.autocommit = True
+    try:
+        with change.cursor() as cur:
+            cur.execute(
+                "update orders set status = 'delivered' "
+                "where order_id = (select min(order_id) from orders)"
+            )
+    finally:
+        change.close()
     project.invoke("load", "transform")
 
     runs = query(
