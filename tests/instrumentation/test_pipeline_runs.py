@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import psycopg2
 import pytest
 
-from control.report import collect_report
+from control.report_data import collect_report
 from control.status import collect_status, human_age, human_duration, status_sections
 from tests.conftest import ROOT, Project, query
 from tidewater.runs import PIPELINE_RUN_ENV, ensure_ops_tables, record_job

@@ -14,7 +14,8 @@ import psycopg2
 import pytest
 
 from control.graph import build_graph, to_mermaid
-from control.report import Bar, collect_report, pack_lanes, write_report
+from control.report import write_report
+from control.report_data import Bar, collect_report, pack_lanes
 from tidewater.runs import ensure_ops_tables
 
 from .test_graph import MANIFEST
