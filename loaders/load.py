@@ -175,6 +175,8 @@ def create_stage(
 
 
 NULL_MARKER = r"\N"
+# Bytes per read of a COPY's input (psycopg2 reads 8 KiB at a time by default).
+COPY_CHUNK = 1 << 18
 
 
 def copy_in(
@@ -197,7 +199,7 @@ def copy_in(
     statement = sql.SQL("copy {} ({}) from stdin{}").format(
         target, sql.SQL(", ").join(map(sql.Identifier, columns)), options
     )
-    cur.copy_expert(statement.as_string(cur), source)
+    cur.copy_expert(statement.as_string(cur), source, size=COPY_CHUNK)
     return cur.rowcount
 
 

@@ -37,6 +37,7 @@ refused with `ZeroDate`, never changed silently.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -170,8 +171,10 @@ class Driver:
 
 
 def load_driver(prefer: str | None = None) -> Driver:
-    """mysqlclient when importable (or ``prefer``-red), else PyMySQL."""
+    """mysqlclient when importable, else PyMySQL; ``prefer`` (or the environment
+    variable ``TIDEWATER_MYSQL_DRIVER``: mysqlclient or pymysql) forces one."""
     order = ["mysqlclient", "pymysql"]
+    prefer = prefer or os.environ.get("TIDEWATER_MYSQL_DRIVER") or None
     if prefer:
         order = [prefer]
     for name in order:
@@ -285,66 +288,85 @@ def warehouse_type(data_type: str, column_type: str, precision: Any, scale: Any)
     return "text"
 
 
+# utf8mb4 literals, free of the sql_mode's backslash rules
+_NULL = "_utf8mb4 x'5c4e'"  # \N
+_TAB = "_utf8mb4 x'09'"
+_ESCAPES = (  # COPY text escapes: backslash first
+    ("_utf8mb4 x'5c'", "_utf8mb4 x'5c5c'"),
+    ("_utf8mb4 x'09'", "_utf8mb4 x'5c74'"),
+    ("_utf8mb4 x'0a'", "_utf8mb4 x'5c6e'"),
+    ("_utf8mb4 x'0d'", "_utf8mb4 x'5c72'"),
+)
+_TEXT_TYPES = ("text", "character varying", "jsonb")
+_DATE_TYPES = ("date", "timestamp without time zone", "timestamp with time zone")
+_GEOMETRY = ("geometry", "point", "linestring", "polygon", "multipoint", "multilinestring")
+
+
 def select_expression(column: Column) -> str:
-    """What the server selects for a column: text PostgreSQL's COPY reads as is."""
+    """What the server selects for a column: its value as PostgreSQL's COPY text
+    reads it (escaped, ``\\N`` for NULL), in utf8mb4."""
     name = quote(column.name)
     target = column.warehouse_type
     if target == "bytea":
-        return f"concat(char(92, 92), 'x', hex({name}))"  # COPY text \\x…: bytea as hex
-    if target.startswith("bit("):
-        width = int(target[4:-1])
-        return f"lpad(bin({name}), {width}, '0')"
-    if target == "real":
-        # float's own text rounds to 6 digits; as a double it is exact, and
+        value = f"concat(_utf8mb4 x'5c5c', 'x', hex({name}))"  # COPY text \\x…: bytea hex
+    elif target.startswith("bit("):
+        value = f"lpad(bin({name}), {int(target[4:-1])}, '0')"
+    elif target == "real":
+        # float's own text may round to 6 digits; as a double it is exact, and
         # PostgreSQL rounds it back to the same single-precision value.
-        return f"cast({name} as double)"
-    if target == "timestamp with time zone":
-        return f"concat({name}, '+00')"  # read with time_zone = '+00:00'
-    if column.declared_type in ("geometry", "point", "linestring", "polygon", "multipoint"):
-        return f"st_astext({name})"
-    return name
+        value = f"cast({name} as double)"
+    elif target == "timestamp with time zone":
+        value = f"concat({name}, '+00')"  # read with time_zone = '+00:00'
+    elif target.startswith(_TEXT_TYPES):
+        source = f"st_astext({name})" if column.declared_type in _GEOMETRY else name
+        value = f"convert({source} using utf8mb4)"
+        for old, new in _ESCAPES:
+            value = f"replace({value}, {old}, {new})"
+    else:
+        value = name
+    return f"ifnull({value}, {_NULL})"
 
 
-_NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r]")
-_ESCAPES = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}
-_TEXT_TYPES = ("text", "character varying", "jsonb")
-_DATE_TYPES = ("date", "timestamp without time zone", "timestamp with time zone")
-NULL = b"\\N"
-
-
-def _escape(match: re.Match[bytes]) -> bytes:
-    return _ESCAPES[match.group()]
+def copy_line(columns: Sequence[Column]) -> str:
+    """One COPY text line per row, made by the server."""
+    return "concat_ws({}, {})".format(_TAB, ", ".join(map(select_expression, columns)))
 
 
 def _is_zero_date(value: bytes) -> bool:
     return value[:4] == b"0000" or value[5:7] == b"00" or value[8:10] == b"00"
 
 
-def format_rows(
-    rows: Sequence[Sequence[bytes | None]],
-    columns: Sequence[Column],
-    *,
-    where: str,
-) -> bytes:
-    """Rows of server text as PostgreSQL COPY text (tab-separated, ``\\N`` for NULL,
-    backslash escapes in text values)."""
-    texts = [i for i, c in enumerate(columns) if c.warehouse_type.startswith(_TEXT_TYPES)]
+def find_zero_date(
+    batch: bytes, lines: Sequence[bytes], columns: Sequence[Column]
+) -> tuple[str, str] | None:
+    """The first (column, value) holding a zero date (or a zero month or day), which
+    no PostgreSQL date can hold. One scan of the batch finds none in the usual case;
+    only then are lines split."""
     dates = [i for i, c in enumerate(columns) if c.warehouse_type in _DATE_TYPES]
-    search, sub = _NEEDS_ESCAPE.search, _NEEDS_ESCAPE.sub
-    lines = []
-    for row in rows:
-        out = [NULL if value is None else value for value in row]
-        for i in texts:
-            value = out[i]
-            if value is not NULL and search(value):  # type: ignore[arg-type]
-                out[i] = sub(_escape, value)  # type: ignore[arg-type]
+    if not dates:
+        return None
+    if b"0000-" not in batch and b"-00" not in batch:
+        return None
+    for line in lines:
+        fields = line.split(b"\t")
         for i in dates:
-            value = out[i]
-            if value is not NULL and _is_zero_date(value):  # type: ignore[arg-type]
-                raise ZeroDate(where, columns[i].name, bytes(value).decode())  # type: ignore[arg-type]
-        lines.append(b"\t".join(out))  # type: ignore[arg-type]
-    lines.append(b"")
-    return b"\n".join(lines)
+            if fields[i] != b"\\N" and _is_zero_date(fields[i]):
+                return columns[i].name, fields[i].decode()
+    return None
+
+
+class RowTooLong(BadData):
+    """A row's COPY text is longer than the server's max_allowed_packet."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        LoaderError.__init__(
+            self,
+            f"{table}: a row is longer than the source server's max_allowed_packet as "
+            "COPY text; nothing was written for this table. Raise max_allowed_packet "
+            "on the MySQL/MariaDB server (e.g. SET GLOBAL max_allowed_packet = 1073741824)",
+        )
+        self.reason = str(self)
 
 
 class MySQLSource(SourceEngine):
@@ -529,14 +551,18 @@ class MySQLSource(SourceEngine):
         if buckets is not None:
             raw, ids = buckets
             condition = f"({condition}) and ({self._bucket_filter(raw, ids)})"
-        statement = "select {} from {} where {}".format(
-            ", ".join(select_expression(column) for column in columns),
-            self._relation(table),
-            condition,
-        )
+        statement = f"select {copy_line(columns)} from {self._relation(table)} where {condition}"
         where = f"{self.source.name}.{table}"
         for rows in self._stream(statement, params):
-            sink.write(format_rows(rows, columns, where=where))
+            lines = [row[0] for row in rows]
+            if None in lines:
+                raise RowTooLong(where)
+            lines.append(b"")
+            batch = b"\n".join(lines)
+            zero = find_zero_date(batch, lines[:-1], columns)
+            if zero is not None:
+                raise ZeroDate(where, *zero)
+            sink.write(batch)
 
     def _stream(self, statement: str, params: Sequence[Any]) -> Iterator[list[Any]]:
         driver = load_driver()
