@@ -6,6 +6,7 @@ behind and the next run loads everything. Against the MariaDB service."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -14,8 +15,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-import MySQLdb
 import pytest
 
 from loaders.config import TableConfig
@@ -53,7 +54,9 @@ def orders(name: str, **settings: object) -> TableConfig:
     )
 
 
-def _connect(database: str, user: str = MYSQL_ADMIN, password: str = "") -> MySQLdb.Connection:
+def _connect(database: str, user: str = MYSQL_ADMIN, password: str = "") -> Any:
+    import MySQLdb
+
     return MySQLdb.connect(
         host=MYSQL_HOST, port=MYSQL_PORT, user=user, password=password, database=database
     )
@@ -110,7 +113,10 @@ def test_a_bulk_table_without_a_key_is_replaced_when_it_changes(
         "create table events (kind varchar(10), n int)",
         "insert into events values ('a', 1), ('a', 1), ('b', 2)",
     )
-    source = mysql_source(mysql_database, TableConfig(name="events", mode="bulk"))
+    # no source_schema: the database the URL names
+    source = dataclasses.replace(
+        mysql_source(mysql_database, TableConfig(name="events", mode="bulk")), source_schema=""
+    )
     dsn = mysql_dsn(mysql_database)
     raise_on_failure(list(load_mysql(source, dsn, warehouse_dsn).values()))
     mysql_execute(mysql_database, "delete from events where kind = 'b'")

@@ -190,7 +190,14 @@ def _normalized_warehouse(row: tuple) -> dict[str, object]:
     return out
 
 
-def test_every_mysql_type_round_trips_exactly(typed_table: str, warehouse_dsn: str) -> None:
+@pytest.mark.parametrize("driver", ["mysqlclient", "pymysql"])
+def test_every_mysql_type_round_trips_exactly(
+    typed_table: str, warehouse_dsn: str, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the C driver, and with the pure-Python fallback."""
+    if driver == "pymysql":
+        pytest.importorskip("pymysql", reason="PyMySQL (the pure-Python fallback) is not installed")
+    monkeypatch.setenv("TIDEWATER_MYSQL_DRIVER", driver)
     source = mysql_source(
         typed_table,
         TableConfig(name=TABLE, mode="incremental", cursor="updated_at", primary_key=("id",)),
