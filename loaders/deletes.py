@@ -62,7 +62,7 @@ def _bucket_of(
         return sql.SQL("cast(floor({} / {}) as bigint)").format(
             _ref(alias, ranged), sql.Literal(RANGE_SIZE)
         )
-    return sql.SQL("abs({} % {})").format(
+    return sql.SQL("abs(mod({}, {}))").format(
         _hash(_key_text(table, alias), checksum), sql.Literal(HASH_BUCKETS)
     )
 

@@ -426,7 +426,7 @@ class MySQLSource(SourceEngine):
     def _execute(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self.connection.cursor()
         try:
-            cur.execute(statement, tuple(params))
+            cur.execute(statement, tuple(params) if params else None)
             return [tuple(_text(v) for v in row) for row in cur.fetchall()]
         finally:
             cur.close()
@@ -569,7 +569,7 @@ class MySQLSource(SourceEngine):
         streaming = _streaming_cursor(self.connection, driver)
         cur = self.connection.cursor(streaming)
         try:
-            cur.execute(statement, tuple(params))
+            cur.execute(statement, tuple(params) if params else None)
             while True:
                 rows = cur.fetchmany(FETCH_ROWS)
                 if not rows:
@@ -629,7 +629,7 @@ class MySQLSource(SourceEngine):
         ranged = ranged_key(raw)
         if ranged is not None:
             return f"({quote(ranged)} div {RANGE_SIZE})"  # truncates like PostgreSQL's /
-        return f"({self._hash(raw)} % {HASH_BUCKETS})"
+        return f"mod({self._hash(raw)}, {HASH_BUCKETS})"
 
     def _bucket_filter(self, raw: RawTable, ids: Sequence[int]) -> str:
         ranged = ranged_key(raw)

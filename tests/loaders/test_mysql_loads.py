@@ -329,3 +329,41 @@ def test_a_loader_killed_mid_load_leaves_nothing_and_the_rerun_loads_everything(
     assert execute(
         warehouse_dsn, "select count(*), count(distinct id), max(id) from raw_shop.bulky"
     ) == [(rows, rows, rows)]
+
+
+def test_deletes_are_detected_on_a_text_key_hashed_alike_on_both_sides(
+    mysql_database: str, warehouse_dsn: str
+) -> None:
+    """A key that is not one integer is bucketed by an MD5 of its text, which MySQL
+    and PostgreSQL must compute alike: otherwise every bucket would differ."""
+    mysql_execute(
+        mysql_database,
+        "create table skus (code varchar(20) primary key, amount int not null, "
+        "updated_at timestamp(6) not null default current_timestamp(6) "
+        "on update current_timestamp(6))",
+        "insert into skus (code, amount) values "
+        + ", ".join(f"('sku-{n}', {n})" for n in range(200)),
+    )
+    source = mysql_source(
+        mysql_database,
+        TableConfig(
+            name="skus",
+            mode="incremental",
+            cursor="updated_at",
+            primary_key=("code",),
+            detect_deletes=True,
+        ),
+    )
+    dsn = mysql_dsn(mysql_database)
+    raise_on_failure(list(load_mysql(source, dsn, warehouse_dsn).values()))
+    time.sleep(1.5)  # then the rows are older than the late-commit bound of a look
+    raise_on_failure(list(load_mysql(source, dsn, warehouse_dsn).values()))
+    mysql_execute(mysql_database, "delete from skus where code in ('sku-7', 'sku-150')")
+    result = load_mysql(source, dsn, warehouse_dsn)["skus"]
+    raise_on_failure([result])
+    assert result.deleted == 2
+    # only the two differing buckets (of 1024) were read again, not all 198 rows
+    assert result.reread < 10
+    assert execute(
+        warehouse_dsn, "select code from raw_shop.skus where _deleted_at is not null order by 1"
+    ) == [("sku-150",), ("sku-7",)]
