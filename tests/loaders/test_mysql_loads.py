@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +368,51 @@ def test_deletes_are_detected_on_a_text_key_hashed_alike_on_both_sides(
     assert execute(
         warehouse_dsn, "select code from raw_shop.skus where _deleted_at is not null order by 1"
     ) == [("sku-150",), ("sku-7",)]
+
+
+def test_a_table_locked_by_the_application_is_let_go_after_the_lock_timeout(
+    mysql_database: str, warehouse_dsn: str
+) -> None:
+    mysql_execute(
+        mysql_database,
+        ORDERS.format(name="locked"),
+        "insert into locked (id, amount) values (1, 1)",
+    )
+    source = dataclasses.replace(
+        mysql_source(mysql_database, orders("locked")), lock_timeout=timedelta(seconds=1)
+    )
+    holder = _connect(mysql_database)
+    try:
+        holder.cursor().execute("lock tables locked write")
+        started = time.monotonic()
+        result = load_mysql(source, mysql_dsn(mysql_database), warehouse_dsn, retries=2)["locked"]
+        waited = time.monotonic() - started
+    finally:
+        holder.close()
+    assert result.status == "failed"
+    assert result.error_class == "transient"
+    assert result.attempts == 2
+    assert "another session holds a lock on the source table" in (result.error or "")
+    assert waited < 10
+    raise_on_failure(list(load_mysql(source, mysql_dsn(mysql_database), warehouse_dsn).values()))
+
+
+def test_a_read_longer_than_the_statement_timeout_is_cancelled(
+    mysql_database: str, warehouse_dsn: str
+) -> None:
+    mysql_execute(
+        mysql_database,
+        "create table quick (id int primary key)",
+        "insert into quick values (1), (2)",
+        "create view slow as select id, sleep(2) as waited from quick",
+    )
+    source = dataclasses.replace(
+        mysql_source(mysql_database, TableConfig(name="slow", mode="bulk")),
+        statement_timeout=timedelta(seconds=1),
+    )
+    result = load_mysql(source, mysql_dsn(mysql_database), warehouse_dsn, retries=1)["slow"]
+    assert result.status == "failed"
+    assert "ran longer than 1 s (source_statement_timeout) and was cancelled" in (
+        result.error or ""
+    )
+    assert not execute(warehouse_dsn, "select to_regclass('raw_shop.slow')")[0][0]
