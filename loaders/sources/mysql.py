@@ -24,11 +24,11 @@ transactions cannot all be seen.
 
 Rows are read with an unbuffered (server-side, ``SSCursor``) cursor, so memory
 stays flat, and written as PostgreSQL COPY text into the same pipe the PostgreSQL
-source uses. Values arrive as the server's text (no driver conversion); the select
-list makes the server produce what COPY reads (bytea as ``\\x`` hex, bit strings,
-floats exactly), and only text-like values are escaped in Python. The driver is
-mysqlclient (``MySQLdb``, C, fast) when importable, else PyMySQL (pure Python,
-works after ``pip`` alone, ~20x slower).
+source uses. The server itself makes each row one COPY text line (`copy_line`:
+values escaped, ``\\N`` for NULL, bytea as ``\\x`` hex, floats exact), so Python
+only joins lines; the driver converts nothing. The driver is mysqlclient
+(``MySQLdb``, C) when importable, else PyMySQL (pure Python, works after ``pip``
+alone, about 2.5x slower to read).
 
 Types (source → warehouse): see `warehouse_type`; zero dates (``0000-00-00``) are
 refused with `ZeroDate`, never changed silently.
