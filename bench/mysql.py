@@ -31,7 +31,7 @@ LOADER = """
 import json, sys, time
 from loaders.config import SourceConfig, TableConfig
 from loaders.pipeline import LoadOptions, connector, load_all, raise_on_failure
-from loaders.sources import connector_for
+from loaders.engines import connector_for
 source = SourceConfig(name="bench", raw_schema="raw_bench", source_schema=sys.argv[1],
                       dsn_env="TIDEWATER_SOURCE_BENCH_DSN", kind="mysql",
                       tables=(TableConfig(name="events", mode="incremental", cursor="updated_at",

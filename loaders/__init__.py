@@ -5,14 +5,14 @@ idempotently.
 Public entry points: `load_sources` (read the declaration), `connector_for` and
 `check_source` (connect to a source of any kind), `load_all` (one job for all
 tables), `load_table` (one table, one transaction). Source databases are engines
-(`loaders.sources`).
+(`loaders.engines`).
 """
 
 from loaders.config import SourceConfig, TableConfig, load_sources
+from loaders.engines import check_source, connector_for
 from loaders.exceptions import LoaderError, LoadRunFailed, SourceUnreachable
 from loaders.pipeline import load_all, load_table, raise_on_failure
 from loaders.results import ConnectFn, LoadOptions, TableResult
-from loaders.sources import check_source, connector_for
 
 __all__ = [
     "ConnectFn",

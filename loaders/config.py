@@ -348,7 +348,7 @@ def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfi
     return SourceConfig(
         name=name,
         raw_schema=str(source.get("schema") or f"raw_{name}"),
-        # MySQL: the database, by default the one the DSN names (see loaders.sources.mysql)
+        # MySQL: the database, by default the one the DSN names (see loaders.source_mysql)
         source_schema=str(meta.get("source_schema") or ("" if kind == "mysql" else "public")),
         dsn_env=str(meta.get("dsn_env") or f"TIDEWATER_SOURCE_{name.upper()}_DSN"),
         tables=tuple(tables),

@@ -7,7 +7,7 @@ any point leaves the warehouse and the mark as they were.
 
 This is the one per-table skeleton: warehouse session settings, the raw lock, the
 table-load lock, the raw table, merges, marks and retries are written here once;
-what differs between source databases is a source engine (`loaders.sources`).
+what differs between source databases is a source engine (`loaders.engines`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from tenacity import (
 from loaders.catalog import fit_to_warehouse
 from loaders.config import SourceConfig, TableConfig
 from loaders.deletes import bucket_filter, differing_buckets, summarize
+from loaders.engines import engine_for
 from loaders.exceptions import (
     BadData,
     DeclarationError,
@@ -68,8 +69,7 @@ from loaders.results import (
     aware,
     new_batch_id,
 )
-from loaders.sources import engine_for
-from loaders.sources.base import SourceEngine
+from loaders.source_engine import SourceEngine
 from loaders.state import Mark, ensure_state_table, read_mark, write_mark
 from tidewater.db import connect, is_transient
 from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load

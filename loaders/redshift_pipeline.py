@@ -14,7 +14,7 @@ from loaders.extract import build_query, next_read_from, open_snapshot, window_s
 from loaders.redshift import RedshiftLoad, plan_load, run_load, stage_to_s3
 from loaders.results import ConnectFn, LoadOptions, TableResult
 from loaders.results import aware as _aware
-from loaders.sources.redshift import MissingStaging
+from loaders.source_redshift import MissingStaging
 
 READ_MARK = (
     "select mark, read_from from ops.high_water_marks where source_name = %s and table_name = %s"

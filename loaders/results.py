@@ -1,5 +1,5 @@
 """What a table load returns and how a job is run: types shared by the per-table
-skeleton (`loaders.pipeline`), the source engines (`loaders.sources`) and the
+skeleton (`loaders.pipeline`), the source engines (`loaders.engines`) and the
 Redshift warehouse path, kept here so none of them imports another to get them."""
 
 from __future__ import annotations

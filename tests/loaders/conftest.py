@@ -166,7 +166,7 @@ def mysql_source(database: str, *tables: TableConfig, name: str = "shop") -> Sou
 def load_mysql(
     source: SourceConfig, dsn: str, warehouse: str, **options: object
 ) -> dict[str, TableResult]:
-    from loaders.sources import connector_for
+    from loaders.engines import connector_for
 
     results = load_all(
         (source,),

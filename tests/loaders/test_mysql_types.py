@@ -13,10 +13,10 @@ import pytest
 
 from loaders.config import TableConfig, validate_declaration
 from loaders.dsn import parse_mysql_dsn, redact_mysql_dsn
+from loaders.engines import check_source
 from loaders.exceptions import LoadRunFailed, MalformedDsn, SourceUnreachable
 from loaders.pipeline import raise_on_failure
-from loaders.sources import check_source
-from loaders.sources.mysql import warehouse_type
+from loaders.source_mysql import warehouse_type
 from tests.loaders.conftest import (
     execute,
     load_mysql,

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from loaders.config import SourceConfig
+from loaders.engines import ENGINES, engine_for
 from loaders.exceptions import DeclarationError
 from loaders.results import LoadOptions
-from loaders.sources import ENGINES, engine_for
-from loaders.sources.base import SourceEngine
-from loaders.sources.redshift import MissingStaging
+from loaders.source_engine import SourceEngine
+from loaders.source_redshift import MissingStaging
 
 
 @pytest.mark.parametrize("kind", sorted(ENGINES))

@@ -1,6 +1,6 @@
 """Source engines, by ``meta.tidewater.kind``.
 
-A kind maps to the engine class that reads it (`loaders.sources.base.SourceEngine`);
+A kind maps to the engine class that reads it (`loaders.source_engine.SourceEngine`);
 modules are imported when a source of their kind is loaded, so a driver only one
 kind needs (MySQL's) is needed only then. Adding a source kind: one module with an
 engine class, one line here, and the kind in `loaders.config.SOURCE_KINDS`.
@@ -13,12 +13,12 @@ import importlib
 from loaders.config import SourceConfig
 from loaders.exceptions import DeclarationError
 from loaders.results import ConnectFn
-from loaders.sources.base import SourceEngine
+from loaders.source_engine import SourceEngine
 
 ENGINES: dict[str, str] = {
-    "postgres": "loaders.sources.postgres:PostgresSource",
-    "redshift": "loaders.sources.redshift:RedshiftSource",
-    "mysql": "loaders.sources.mysql:MySQLSource",
+    "postgres": "loaders.source_postgres:PostgresSource",
+    "redshift": "loaders.source_redshift:RedshiftSource",
+    "mysql": "loaders.source_mysql:MySQLSource",
 }
 
 

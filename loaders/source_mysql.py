@@ -60,7 +60,7 @@ from loaders.exceptions import (
 from loaders.extract import ALL_ROWS, ReadWindow, Snapshot
 from loaders.load import RawTable
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
-from loaders.sources.base import SourceEngine
+from loaders.source_engine import SourceEngine
 
 # trx_started has whole seconds, and a write's NOW() is its statement's start, which
 # can lie a moment before its transaction shows in innodb_trx.

@@ -35,7 +35,7 @@ from loaders.extract import (
 )
 from loaders.load import RawTable
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
-from loaders.sources.base import SourceEngine
+from loaders.source_engine import SourceEngine
 from tidewater.db import connect
 
 

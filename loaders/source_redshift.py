@@ -29,7 +29,7 @@ from loaders.extract import ALL_ROWS, ReadWindow, Snapshot, build_filter, build_
 from loaders.load import RawTable
 from loaders.redshift import _split_url, read_manifest, unload
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
-from loaders.sources.base import SourceEngine
+from loaders.source_engine import SourceEngine
 from tidewater.db import connect
 
 # information_schema exists on Redshift; types are reported in PostgreSQL terms.

@@ -19,7 +19,7 @@ Everything from `open_snapshot` to `end_read` happens in one consistent snapshot
 of the source, so the marks are computed from the same data the rows come from.
 
 Adding a source kind is one module with a `SourceEngine` subclass and one line in
-`loaders.sources.ENGINES`.
+`loaders.engines.ENGINES`.
 """
 
 from __future__ import annotations
