@@ -170,6 +170,6 @@ class SourceUnreachable(LoaderError):
         self.where = where
         at = f" at {where}" if where else ""
         super().__init__(
-            f"cannot connect to source {source}{at} ({env}): {reason}; check {env} "
+            f"cannot connect to source {source} ({env}){at}: {reason}; check {env} "
             "(host, port, user, password, database) and that the server is up"
         )

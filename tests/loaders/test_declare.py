@@ -257,8 +257,8 @@ sources:
     assert other == {"name": "other", "tables": [{"name": "t"}]}
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert tidewater_main(["declare", *argv]) == 1
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *, code: int = 1) -> str:
+    assert tidewater_main(["declare", *argv]) == code
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
@@ -279,7 +279,8 @@ def test_errors_are_one_line_that_say_what_to_do(
     assert line.startswith("error: cannot connect to source nowhere (TIDEWATER_SOURCE_NOWHERE_DSN)")
 
     monkeypatch.setenv("TIDEWATER_SOURCE_NOWHERE_DSN", make_database("empty"))
-    line = _one_line_error(capsys, ["--source", "nowhere"])
+    # a declaration that cannot be made is a usage error (exit 2)
+    line = _one_line_error(capsys, ["--source", "nowhere"], code=2)
     assert "no tables in schema 'public'" in line and "--schema" in line
     assert not (ROOT / "dbt_project" / "models" / "staging" / "nowhere").exists()
 
