@@ -39,6 +39,7 @@ DEFAULT_DAG_ID = "tidewater"
 # The URI scheme of tidewater's assets; Airflow leaves ``x-`` schemes as they are.
 ASSET_SCHEME = "x-tidewater"
 MARTS_SCHEMA = "marts"
+SHADOW_SCHEMA = "marts_build"  # where dbt builds the marts (var marts_build_schema)
 # What every task process gets: no usage statistics from dbt, cosmos or Airflow.
 QUIET_ENV = {
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
@@ -197,6 +198,108 @@ def _verify_roles(*, target: str | None, profiles_dir: str | None, retried: bool
         raise
 
 
+def _publish(
+    *, target: str | None, profiles_dir: str | None, retried: bool, lock_wait_s: float
+) -> list[str]:
+    """Per-model mode's last step: publish what the model tasks built and tested in
+    the shadow schema (they all succeeded, or this task does not run)."""
+    from airflow.sdk import get_current_context
+    from transform.build import publish_marts
+    from transform.publish import BuildOutcome
+
+    from control.jobs import pipeline_lock
+    from tidewater.profile import load_target
+
+    context = get_current_context()
+    run_id = _pipeline_env(context)
+    marts = declared_marts()
+    try:
+        resolved = load_target(target, profiles_dir=profiles_dir)
+        with pipeline_lock(resolved, job="publish", wait_s=lock_wait_s):
+            outcome = BuildOutcome(
+                live=MARTS_SCHEMA, build=SHADOW_SCHEMA, built=marts, expected=marts
+            )
+            published = publish_marts(resolved, outcome)
+    except TidewaterError as error:
+        _fail_or_retry(error, retried=retried)
+        raise
+    events = context["outlet_events"]
+    for name in published:
+        events[mart_asset(name.rsplit(".", 1)[-1])].extra = {"pipeline_run_id": run_id}
+    return list(published)
+
+
+def _default_target(profiles_yml: Path) -> str:
+    """The target tasks will use when given none (as `tidewater.profile.load_target`
+    chooses it), read without rendering the profile (no secrets needed)."""
+    import yaml
+
+    from tidewater.profile import PROFILE_NAME
+
+    chosen = os.environ.get("TIDEWATER_TARGET") or os.environ.get("DBT_TARGET")
+    if chosen:
+        return chosen
+    profile = (yaml.safe_load(profiles_yml.read_text()) or {}).get(PROFILE_NAME) or {}
+    if not profile.get("target"):
+        raise AirflowDagError("target", f"{profiles_yml} names no default target; pass target=")
+    return str(profile["target"])
+
+
+def _per_model_transform(
+    *,
+    target: str | None,
+    profiles_dir: str | None,
+    retried: bool,
+    outlets: list[Asset],
+    lock_wait_s: float,
+) -> tuple[Any, Any]:
+    """A task per dbt node (astronomer-cosmos, ``dbt build`` of that node and its
+    tests) into the shadow schema, then one ``publish`` task: the gate holds, since
+    publish runs only when every node task succeeded."""
+    import sys
+
+    from airflow.providers.standard.operators.python import PythonOperator
+    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+    from cosmos.constants import LoadMode, TestBehavior
+
+    from tidewater.paths import DBT_PROJECT_DIR
+    from tidewater.profile import PROFILE_NAME, resolve_profiles_dir
+
+    profiles_yml = resolve_profiles_dir(profiles_dir) / "profiles.yml"
+    dbt = Path(sys.executable).parent / "dbt"
+    group = DbtTaskGroup(
+        group_id="transform",
+        project_config=ProjectConfig(DBT_PROJECT_DIR, install_dbt_deps=False),
+        profile_config=ProfileConfig(
+            profile_name=PROFILE_NAME,
+            target_name=target or _default_target(profiles_yml),
+            profiles_yml_filepath=profiles_yml,
+        ),
+        execution_config=ExecutionConfig(dbt_executable_path=dbt if dbt.exists() else "dbt"),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_LS,
+            test_behavior=TestBehavior.BUILD,
+            emit_datasets=False,  # the publish task emits the marts, once published
+            env_vars=dict(QUIET_ENV),
+        ),
+        operator_args={"install_deps": False, "env": dict(QUIET_ENV), "append_env": True},
+    )
+    publish = PythonOperator(
+        task_id="publish",
+        python_callable=_publish,
+        op_kwargs={
+            "target": target,
+            "profiles_dir": profiles_dir,
+            "retried": retried,
+            "lock_wait_s": lock_wait_s,
+        },
+        outlets=outlets,
+        doc_md="Publish the tested marts from the shadow schema into `marts`.",
+    )
+    group >> publish
+    return group, publish
+
+
 def build_dag(
     *,
     dag_id: str = DEFAULT_DAG_ID,
@@ -297,11 +400,7 @@ def build_dag(
         ]
         outlets = [mart_asset(name) for name in declared_marts()]
         if per_model:
-            from control.airflow_cosmos import per_model_transform
-
-            first, last = per_model_transform(
-                target=target, profiles_dir=profiles_dir, outlets=outlets, lock_wait_s=wait
-            )
+            first, last = _per_model_transform(outlets=outlets, lock_wait_s=wait, **common)
         else:
             first = last = PythonOperator(
                 task_id="transform",

@@ -15,7 +15,7 @@ with DAG(
     start_date=datetime(2025, 1, 1),
     catchup=False,
     tags=["tidewater", "example"],
-):
+) as dag:
 
     @task
     def refresh_orders_dashboard(*, triggering_asset_events=None) -> list[str]:

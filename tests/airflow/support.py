@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Project
+from tests.conftest import ROOT
 
 MISSING = (
     "Apache Airflow is not installed here; install the extra in a virtualenv of its own "
@@ -44,13 +44,14 @@ class AirflowRun:
 
 class Airflow:
     """An Airflow installation of its own: ``AIRFLOW_HOME`` and a metadata database,
-    pointed at the repository's ``dags/`` and at a test project's warehouse."""
+    pointed at the repository's ``dags/``, with ``env`` (a test project's, to reach its
+    warehouse)."""
 
-    def __init__(self, home: Path, metadata_url: str, project: Project) -> None:
+    def __init__(self, home: Path, metadata_url: str, env: dict[str, str]) -> None:
         from control.airflow_dag import QUIET_ENV
 
         self.metadata_url = metadata_url
-        self.env = dict(project.env)
+        self.env = dict(env)
         self.env.update(QUIET_ENV)
         self.env.update(
             AIRFLOW_HOME=str(home),

@@ -100,7 +100,7 @@ def test_the_dag_loads_transforms_and_stops_at_a_failing_data_test(
     project: Project, tmp_path: Path
 ) -> None:
     project.set_up()
-    airflow = Airflow(tmp_path / "airflow", f"sqlite:///{tmp_path / 'airflow.db'}", project)
+    airflow = Airflow(tmp_path / "airflow", f"sqlite:///{tmp_path / 'airflow.db'}", project.env)
     airflow.set_up()
     first = assert_a_green_run(airflow, project, "2026-01-01")
     # A downstream DAG scheduled on fct_orders is due: data-aware, not on a clock.
@@ -138,7 +138,7 @@ def test_the_dag_runs_with_airflow_metadata_on_postgresql(
     url = f"postgresql+psycopg2://{metadata.netloc}{metadata.path}"
     if metadata.query:
         url += f"?{metadata.query}"
-    airflow = Airflow(tmp_path / "airflow", url, project)
+    airflow = Airflow(tmp_path / "airflow", url, project.env)
     airflow.set_up()
     assert airflow.query("select count(*) from dag_run") == [(0,)]
     assert_a_green_run(airflow, project, "2026-01-01")
