@@ -260,7 +260,7 @@ def _per_model_transform(
 
     from airflow.providers.standard.operators.python import PythonOperator
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import LoadMode, TestBehavior
+    from cosmos.constants import LoadMode, TestBehavior, TestIndirectSelection
 
     from tidewater.paths import DBT_PROJECT_DIR
     from tidewater.profile import PROFILE_NAME, resolve_profiles_dir
@@ -275,14 +275,26 @@ def _per_model_transform(
             target_name=target or _default_target(profiles_yml),
             profiles_yml_filepath=profiles_yml,
         ),
-        execution_config=ExecutionConfig(dbt_executable_path=dbt if dbt.exists() else "dbt"),
+        execution_config=ExecutionConfig(
+            dbt_executable_path=dbt if dbt.exists() else "dbt",
+            # A model's task runs the tests of that model alone; a test of two models
+            # (relationships) runs in a task of its own once both are built.
+            test_indirect_selection=TestIndirectSelection.CAUTIOUS,
+        ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_LS,
             test_behavior=TestBehavior.BUILD,
+            should_detach_multiple_parents_tests=True,
             emit_datasets=False,  # the publish task emits the marts, once published
             env_vars=dict(QUIET_ENV),
         ),
-        operator_args={"install_deps": False, "env": dict(QUIET_ENV), "append_env": True},
+        # A failing model or test is not a passing fault: no retry (and no wait).
+        operator_args={
+            "install_deps": False,
+            "env": dict(QUIET_ENV),
+            "append_env": True,
+            "retries": 0,
+        },
     )
     publish = PythonOperator(
         task_id="publish",
