@@ -1,7 +1,9 @@
 """tidewater's tasks. The main job is `invoke load transform`.
 
-Tasks are thin: each calls a package (`python -m loaders`, `python -m roles`,
-`python -m tidewater`) or a tool, and exits with its exit code.
+Tasks are thin: each calls a function of the application layer (`control`) in this
+process, the same function the `tidewater` command line and the Airflow DAG call, so
+the pipeline lock and the run records come with it. A failure ends the task with the
+job's one-line error and its exit code.
 """
 
 from __future__ import annotations
@@ -10,64 +12,72 @@ import os
 import shlex
 import sys
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from invoke import Context, Exit, task
 
 PYTHON = shlex.quote(sys.executable)
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-# One invoke process is one pipeline run: every job it starts (`invoke load
-# transform`: the load, the dbt build, the publish), in whatever subprocess,
-# records this id in ops.job_runs.pipeline_run_id (see tidewater.runs).
-os.environ["TIDEWATER_PIPELINE_RUN_ID"] = uuid.uuid4().hex[:12]
-# `invoke load transform --keep-going`: the flag belongs to transform on the command
-# line, but the load must know it too, so a failed table does not stop the chain.
-KEEP_GOING = "--keep-going" in sys.argv
-_deferred_failure: list[int] = []
+# One invoke process is one pipeline run: every job it runs (`invoke load transform`:
+# the load, the dbt build, the publish) records this id in
+# ops.job_runs.pipeline_run_id (see tidewater.runs).
+os.environ.setdefault("TIDEWATER_PIPELINE_RUN_ID", uuid.uuid4().hex[:12])
+
+
+class _Chain:
+    """What one `invoke` process's tasks share: a failed `load --keep-going` lets the
+    `transform` after it build what does not depend on the failed tables, and the
+    chain still ends with the load's exit code."""
+
+    deferred_exit: int | None = None
 
 
 def _run(c: Context, command: str) -> None:
-    """Run a command; on failure exit with its code (it has printed its own error)."""
+    """Run a tool; on failure exit with its code (it has printed its own error)."""
     result = c.run(command, warn=True, pty=False)
     if result is None or result.failed:
         raise Exit(code=result.return_code if result is not None else 1)
 
 
-def _pipeline_lock(c: Context, target: str, profiles_dir: str, job: str, wait: float) -> None:
-    """One pipeline run at a time (a lock on ops.pipeline_lock held by this process)."""
-    from tidewater.exceptions import TidewaterError
-    from tidewater.lock import acquire
-    from tidewater.profile import load_target
-    from tidewater.setup import ensure_warehouse
+def _call(job: Callable[..., Any], /, **options: Any) -> Any:
+    """Call a job in this process; its error becomes one line and its exit code."""
+    from control.cli import run_guarded
 
-    try:
-        resolved = load_target(target or None, profiles_dir=profiles_dir or None)
-        ensure_warehouse(resolved)
-        if not resolved.name.startswith("dev"):  # personal dev builds never block the pipeline
-            acquire(resolved, job=job, wait_s=wait)
-    except TidewaterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise Exit(code=1) from None
+    code, value = run_guarded(lambda: job(**options))
+    if code:
+        raise Exit(code=code)
+    return value
 
 
-def _common(target: str | None, profiles_dir: str | None) -> str:
-    options = ""
+def _cli(*words: str) -> None:
+    """Run a `tidewater` command in this process."""
+    from control.cli import main
+
+    code = main(list(words))
+    if code:
+        raise Exit(code=code)
+
+
+def _common(target: str | None, profiles_dir: str | None) -> list[str]:
+    options: list[str] = []
     if target:
-        options += f" --target {shlex.quote(target)}"
+        options += ["--target", target]
     if profiles_dir:
-        options += f" --profiles-dir {shlex.quote(profiles_dir)}"
+        options += ["--profiles-dir", profiles_dir]
     return options
 
 
 @task
 def up(c: Context) -> None:
     """Start the embedded PostgreSQL server (data in .tidewater/pgdata)."""
-    _run(c, f"{PYTHON} -m tidewater up")
+    _cli("up")
 
 
 @task
 def down(c: Context) -> None:
     """Stop the embedded PostgreSQL server."""
-    _run(c, f"{PYTHON} -m tidewater down")
+    _cli("down")
 
 
 @task(
@@ -78,21 +88,26 @@ def down(c: Context) -> None:
 )
 def dsn(c: Context, source: str = "", target: str = "", profiles_dir: str = "") -> None:
     """Print the warehouse connection URL (or a source's), for psql and scripts; no password."""
-    extra = f" --source {shlex.quote(source)}" if source else ""
-    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} dsn{extra}")
+    _cli(*_common(target, profiles_dir), "dsn", *(["--source", source] if source else []))
 
 
 @task(help={"scale": "1 ≈ 1,000 customers and 25,000 events; 200 ≈ 5 million events"})
 def app(c: Context, scale: float = 1.0) -> None:
     """Create or refresh the demo production app (database `app` on the embedded server)."""
-    _run(c, f"{PYTHON} -m tidewater app --scale {scale}")
+    _cli("app", "--scale", str(scale))
 
 
 @task(help={"steps": "transactions to run", "seed": "random seed (default: random)"})
 def simulate(c: Context, steps: int = 100, seed: int | None = None) -> None:
     """Mutate the demo app like live traffic: inserts, status changes, deletes."""
-    extra = f" --seed {seed}" if seed is not None else ""
-    _run(c, f"{PYTHON} -m tidewater simulate --steps {steps}{extra}")
+    _cli("simulate", "--steps", str(steps), *(["--seed", str(seed)] if seed is not None else []))
+
+
+def _transform_follows_with_keep_going() -> bool:
+    """`invoke load transform --keep-going`: invoke gives the flag to transform, but the
+    load runs first and must not end the chain on a failed table."""
+    words = sys.argv[1:]
+    return "transform" in words and "--keep-going" in words[words.index("transform") :]
 
 
 @task(
@@ -115,24 +130,35 @@ def load(
     wait: float = 0.0,
 ) -> None:
     """Load every declared source table into raw_<source> (incremental or bulk)."""
-    _pipeline_lock(c, target, profiles_dir, "load", wait)
-    keep_going = keep_going or KEEP_GOING
-    options = _common(target, profiles_dir) + f" --workers {workers}"
-    if source:
-        options += f" --source {shlex.quote(source)}"
-    if table:
-        options += f" --table {shlex.quote(table)}"
-    if keep_going:
-        options += " --keep-going"
-        result = c.run(f"{PYTHON} -m loaders{options}", warn=True, pty=False)
-        if result is not None and result.failed:
-            # Let transform build what does not depend on the failed tables; exit
-            # non-zero at the end of the chain.
-            _deferred_failure.append(result.return_code)
-            if "transform" not in sys.argv:
-                raise Exit(code=result.return_code)
-        return
-    _run(c, f"{PYTHON} -m loaders{options}")
+    from control.jobs import hold_pipeline, run_load
+
+    chained = _transform_follows_with_keep_going()
+    options = dict(
+        target=target or None,
+        profiles_dir=profiles_dir or None,
+        sources=[source] if source else (),
+        tables=[table] if table else (),
+        workers=workers,
+        keep_going=keep_going or chained,
+        wait_s=wait,
+    )
+    # The lock is held for the rest of this process, so the transform after the load
+    # runs under the same lock: no other run slips in between.
+    _call(
+        hold_pipeline,
+        target=target or None,
+        profiles_dir=profiles_dir or None,
+        job="load",
+        wait_s=wait,
+    )
+    try:
+        _call(run_load, **options)
+    except Exit as failed:
+        if not chained:
+            raise
+        # Let transform build what does not depend on the failed tables; the chain
+        # still exits non-zero at its end.
+        _Chain.deferred_exit = failed.code
 
 
 @task(
@@ -144,8 +170,7 @@ def load(
 )
 def declare(c: Context, source: str, schema: str = "public", views: bool = False) -> None:
     """Write a source's dbt sources YAML from its catalog (new tables only on a rerun)."""
-    extra = f" --schema {shlex.quote(schema)}" + (" --views" if views else "")
-    _run(c, f"{PYTHON} -m loaders.declare --source {shlex.quote(source)}{extra}")
+    _cli("declare", "--source", source, "--schema", schema, *(["--views"] if views else []))
 
 
 @task(
@@ -166,21 +191,25 @@ def transform(
     wait: float = 0.0,
 ) -> None:
     """dbt build into marts_build, then publish into marts; a failing test publishes nothing."""
-    _pipeline_lock(c, target, profiles_dir, "transform", wait)
-    options = " --full-refresh" if full_refresh else ""
-    if select:
-        options += f" --select {shlex.quote(select)}"
-    if keep_going:
-        options += " --skip-failed-sources"
-    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} transform{options}")
-    if _deferred_failure:
-        raise Exit(code=_deferred_failure[0])
+    from control.jobs import run_transform
+
+    _call(
+        run_transform,
+        target=target or None,
+        profiles_dir=profiles_dir or None,
+        full_refresh=full_refresh,
+        select=shlex.split(select),
+        skip_failed_sources=keep_going,
+        wait_s=wait,
+    )
+    if _Chain.deferred_exit:
+        raise Exit(code=_Chain.deferred_exit)
 
 
 @task(
     help={
         "apply": "apply the plan (default: print it, changing nothing)",
-        "verify": "try every operation as each role and print the matrix",
+        "verify": "check every operation of every role and print the matrix",
         "generate": "write a spec from the existing database to this path",
         "strict": "fail (exit 2) when the server has roles the spec does not know",
         "spec": "the role spec to use (default: roles/roles.yml)",
@@ -197,18 +226,13 @@ def roles(
     profiles_dir: str = "",
 ) -> None:
     """Plan (default; exit 2 if not empty), apply or verify the grants in roles/roles.yml."""
-    command = "plan"
-    extra = " --strict" if strict else ""
-    if apply:
-        command = "apply"
-    if verify:
-        command = "verify"
+    command = "verify" if verify else "apply" if apply else "plan"
+    extra = ["--strict"] if strict else []
     if generate:
-        command, extra = "generate", f" --output {shlex.quote(generate)}"
+        command, extra = "generate", ["--output", generate]
     if spec:
-        extra += f" --spec {shlex.quote(spec)}"
-    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} up-if-embedded")
-    _run(c, f"{PYTHON} -m roles {command}{_common(target, profiles_dir)}{extra}")
+        extra += ["--spec", spec]
+    _cli(*_common(target, profiles_dir), "roles", command, *extra)
 
 
 @task
@@ -216,7 +240,7 @@ def lint(c: Context) -> None:
     """ruff over the Python, sqlfluff (dbt templater) over the dbt project."""
     _run(c, "ruff check .")
     _run(c, "ruff format --check .")
-    _run(c, f"{PYTHON} -m tidewater lint-sql")
+    _cli("lint-sql")
 
 
 @task(
@@ -232,9 +256,8 @@ def docs(
     from tidewater.paths import DBT_PROJECT_DIR
 
     # The docs name the relations BI tools read: `marts`, not the shadow schema.
-    published = shlex.quote("{marts_build_schema: marts}")
-    tidewater = f"{PYTHON} -m tidewater{_common(target, profiles_dir)}"
-    _run(c, f"{tidewater} dbt docs generate --vars {published}")
+    common = _common(target, profiles_dir)
+    _cli(*common, "dbt", "docs", "generate", "--vars", "{marts_build_schema: marts}")
     page = DBT_PROJECT_DIR / "target" / "index.html"
     if not serve:
         print(
@@ -244,14 +267,15 @@ def docs(
         )
         return
     print(f"serving {page} at http://127.0.0.1:{port} (Ctrl-C stops)", file=sys.stderr)
-    _run(c, f"{tidewater} dbt docs serve --host 127.0.0.1 --port {port} --no-browser")
+    _cli(
+        *common, "dbt", "docs", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-browser"
+    )
 
 
 @task(help={"json": "print machine-readable JSON"})
 def status(c: Context, json: bool = False, target: str = "", profiles_dir: str = "") -> None:
     """What ran, when, for how long, with how many rows; failures and freshness."""
-    extra = " --json" if json else ""
-    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} status{extra}")
+    _cli(*_common(target, profiles_dir), "status", *(["--json"] if json else []))
 
 
 @task(help={"output": "where to write the page", "days": "history to show"})
@@ -263,14 +287,13 @@ def report(
     profiles_dir: str = "",
 ) -> None:
     """Write one self-contained HTML page: Gantt of the last run, trends, rows, freshness."""
-    common = _common(target, profiles_dir)
-    _run(c, f"{PYTHON} -m tidewater{common} report --output {shlex.quote(output)} --days {days}")
+    _cli(*_common(target, profiles_dir), "report", "--output", output, "--days", str(days))
 
 
 @task
 def graph(c: Context, target: str = "", profiles_dir: str = "") -> None:
     """Print the dependency graph (source tables → raw → staging → marts → exposures) as Mermaid."""
-    _run(c, f"{PYTHON} -m tidewater{_common(target, profiles_dir)} graph")
+    _cli(*_common(target, profiles_dir), "graph")
 
 
 @task(help={"args": "extra pytest arguments"})

@@ -54,7 +54,7 @@ def load(source: str, warehouse: str) -> None:
 def build(profiles_dir: str, *extra: str) -> float:
     """One transform as `invoke transform` runs it: dbt build, then the publish."""
     from tidewater.profile import load_target
-    from tidewater.transform import run_dbt
+    from transform.build import run_dbt
 
     target = load_target("bench", profiles_dir=profiles_dir)
     started = time.perf_counter()

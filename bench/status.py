@@ -13,9 +13,9 @@ import time
 import psycopg2
 
 from bench import with_dbname
+from control.status import collect_status
 from tidewater import embedded
 from tidewater.runs import ensure_ops_tables
-from tidewater.status import collect_status
 
 FILL = """
 insert into ops.job_runs (run_id, job, started_at, finished_at, duration_s, status,

@@ -15,10 +15,7 @@ existing line of the file as it was.
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
-import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,9 +28,7 @@ from psycopg2.extensions import cursor as Cursor
 from loaders.catalog import read_primary_key, read_source_columns
 from loaders.config import TABLE_KEYS, load_sources
 from loaders.exceptions import DeclarationError
-from tidewater.cli import fail, print_table
 from tidewater.db import connect
-from tidewater.exceptions import ConfigError, TidewaterError
 from tidewater.paths import DBT_PROJECT_DIR
 
 Kind = Literal["table", "partitioned table", "view", "materialized view"]
@@ -642,70 +637,3 @@ def declare_source(
     scratch.replace(path)
     load_sources(project_dir)  # what was written must read back as a valid declaration
     return result
-
-
-def _print_result(result: DeclareResult, name: str, env: str) -> None:
-    verb = "wrote" if result.created else "updated"
-    if result.added:
-        print(f"{verb} {result.path}: added {len(result.added)} table(s)")
-        print_table(
-            ["table", "kind", "mode", "cursor", "evidence", "primary key", "detect deletes"],
-            [
-                [
-                    table.name,
-                    table.kind
-                    + (f" ({len(table.partitions)} partitions)" if table.partitions else ""),
-                    table.mode,
-                    table.cursor or "",
-                    table.evidence if table.mode == "incremental" else "",
-                    ", ".join(table.primary_key) or "none",
-                    "yes" if table.detect_deletes else "",
-                ]
-                for table in result.added
-            ],
-        )
-    else:
-        print(f"{result.path}: no new tables")
-    if result.kept:
-        print(f"kept as they are (already declared): {', '.join(result.kept)}")
-    if result.skipped_views:
-        print(f"views left out (add --views to declare them): {', '.join(result.skipped_views)}")
-    guesses = [table.name for table in result.added if table.evidence.startswith("guess")]
-    if guesses:
-        print(f"check the guesses marked '# guess' in the file: {', '.join(guesses)}")
-    print(f"next: invoke load --source {name}   (reads {env})")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loaders.declare", description=__doc__)
-    parser.add_argument("--source", required=True, help="the source's name (raw_<name>)")
-    parser.add_argument("--schema", default="public", help="schema in the source database")
-    parser.add_argument("--views", action="store_true", help="declare views too")
-    args = parser.parse_args(argv)
-    env = f"TIDEWATER_SOURCE_{args.source.upper()}_DSN"
-    try:
-        dsn = os.environ.get(env)
-        if not dsn:
-            if args.source != "app":
-                raise ConfigError(
-                    f"{env} is unset; export {env}=postgresql://user:password@host:5432/dbname "
-                    f"(the source database) and run `invoke declare --source {args.source}` again"
-                )
-            from tidewater.setup import ensure_demo_app
-
-            dsn = ensure_demo_app()
-        result = declare_source(
-            dsn,
-            args.source,
-            schema=args.schema,
-            views=args.views,
-            what=f"source {args.source} ({env})",
-        )
-        _print_result(result, args.source, env)
-    except TidewaterError as exc:
-        return fail(exc)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -718,7 +718,7 @@ def prepare_warehouse(
     created by the first load into each, in its own transaction (`ensure_schema`).
 
     Returns the raw schemas that do not exist yet: the ones this run may create,
-    which then need the role spec's grants (`tidewater.setup.grant_new_schemas`)."""
+    which then need the role spec's grants (`control.setup.grant_new_schemas`)."""
     conn = connect_warehouse()
     try:
         with conn.cursor() as cur:

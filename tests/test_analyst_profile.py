@@ -102,7 +102,7 @@ def run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def tidewater(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run(env, sys.executable, "-m", "tidewater", *args)
+    return run(env, sys.executable, "-m", "control", *args)
 
 
 def invoke(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-PACKAGES = ("tidewater", "loaders", "roles", "demo_app")
+PACKAGES = ("tidewater", "loaders", "transform", "roles", "demo_app", "control")
 
 
 def user_facing_strings(path: Path) -> list[tuple[int, str]]:

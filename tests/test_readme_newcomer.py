@@ -180,7 +180,7 @@ def clone(tmp_path: Path, default_port_taken: None) -> Iterator[Clone]:
         yield repo
     finally:
         subprocess.run(
-            [sys.executable, "-m", "tidewater", "down"],
+            [sys.executable, "-m", "control", "down"],
             cwd=path,
             env=env,
             capture_output=True,

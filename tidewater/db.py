@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -10,6 +11,9 @@ import psycopg2.extensions
 
 from tidewater.exceptions import ConnectionFailed
 from tidewater.profile import Target
+
+# A zero-argument function that opens a new connection (to retry with, or one per thread).
+ConnectFn = Callable[[], psycopg2.extensions.connection]
 
 # SQLSTATE classes and codes worth a retry: the fault is in the moment, not the request.
 TRANSIENT_SQLSTATES = frozenset(
@@ -167,3 +171,10 @@ def redact_dsn(dsn: str) -> str:
         if key in params:
             params[key] = "***"
     return psycopg2.extensions.make_dsn(**params)
+
+
+def warehouse_connector(target: Target) -> ConnectFn:
+    """Connections to the warehouse as the target's (ETL) user."""
+    return lambda: connect(
+        target, what=f"the warehouse (target {target.name})", application_name="tidewater"
+    )

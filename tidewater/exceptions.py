@@ -24,16 +24,3 @@ class ConnectionFailed(ConfigError):
         self.reason = reason
         self.hint = hint
         super().__init__(f"cannot connect to {what} at {where}: {reason}; {hint}")
-
-
-class PublishFailed(TidewaterError):
-    """Moving a green build into the live marts failed; the live marts are unchanged."""
-
-    def __init__(self, live: str, build: str, reason: str) -> None:
-        self.live = live
-        self.build = build
-        self.reason = reason
-        super().__init__(
-            f"could not publish {build} into {live}: {reason}; the marts still hold the "
-            f"last good build. Fix the cause, then run `invoke transform` again"
-        )

@@ -297,6 +297,11 @@ def acquire(target: Target, *, job: str, wait_s: float = 0.0) -> None:
     _held[target.dsn()] = conn
 
 
+def holds(target: Target) -> bool:
+    """Whether this process holds the pipeline lock of the target's warehouse."""
+    return target.dsn() in _held
+
+
 def release(target: Target) -> None:
     conn = _held.pop(target.dsn(), None)
     if conn is not None:

@@ -26,6 +26,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+from tidewater.db import ConnectFn
 from tidewater.paths import PROJECT_ROOT
 
 OPS_SCHEMA = "ops"
@@ -140,7 +141,6 @@ set status = 'failed', error_class = 'terminal', finished_at = coalesce(finished
 where status = 'running' and host = %(host)s and pid <> all(%(alive)s)
 """
 
-ConnectFn = Callable[[], psycopg2.extensions.connection]
 # Waits between tries to write a record when the warehouse connection was lost (a
 # restart, a crash and its recovery): about half a minute in all.
 RECORD_RETRY_DELAYS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)

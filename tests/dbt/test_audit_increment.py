@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import Project, execute, query
-from tidewater.audit import project_fingerprint
 from tidewater.paths import DBT_PROJECT_DIR
+from transform.audit import project_fingerprint
 
 COMPILED_TESTS = DBT_PROJECT_DIR / "target" / "compiled" / "tidewater"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from tidewater.publish import (
+from transform.publish import (
     Grant,
     SchemaPrivileges,
     acl_items,

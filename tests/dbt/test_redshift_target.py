@@ -18,7 +18,7 @@ from psycopg2 import sql
 
 from tests.redshift_wire import RedshiftWire
 from tidewater.paths import DBT_PROJECT_DIR
-from tidewater.transform import dbt_env
+from transform.build import dbt_env
 
 PROFILE = """
 tidewater:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tidewater.graph import (
+from control.graph import (
     LAYERS,
     Graph,
     build_graph,
@@ -195,7 +195,7 @@ def test_the_project_manifest_draws_every_model_from_raw_to_exposures(tmp_path: 
     """The real project, parsed now (dbt parse needs no database)."""
     from tidewater.paths import DBT_PROJECT_DIR
     from tidewater.profile import embedded_profiles_dir
-    from tidewater.transform import dbt_env
+    from transform.build import dbt_env
 
     dbt = Path(sys.executable).parent / "dbt"
     subprocess.run(

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 import psycopg2
 import pytest
 
+import demo_app.workload
+from control.report import collect_report
+from control.status import collect_status, human_age, human_duration, status_sections
 from tests.conftest import ROOT, Project, query
-from tidewater.report import collect_report
 from tidewater.runs import PIPELINE_RUN_ENV, ensure_ops_tables, record_job
-from tidewater.status import collect_status, human_age, human_duration, status_sections
 
 LONG_FLOAT = re.compile(r"\d\.\d{3,}")
 
@@ -28,6 +29,8 @@ def test_two_invocations_are_two_pipeline_runs_and_the_report_shows_the_second(
     if os.environ.get("TIDEWATER_TEST_DSN"):
         project.invoke("roles", "--apply")
     project.invoke("load", "transform")
+    # Something new to build (a no-change cycle starts no dbt and publishes nothing).
+    demo_app.workload.simulate(project.source, steps=20, seed=3)
     project.invoke("load", "transform")
 
     runs = query(
@@ -75,7 +78,7 @@ def test_a_job_started_alone_gets_a_pipeline_run_of_its_own(project: Project) ->
     env = {key: value for key, value in project.env.items() if key != PIPELINE_RUN_ENV}
     for _ in range(2):
         subprocess.run(
-            [sys.executable, "-m", "loaders", "--table", "countries"],
+            [sys.executable, "-m", "control", "load", "--table", "countries"],
             cwd=ROOT,
             env=env,
             check=True,

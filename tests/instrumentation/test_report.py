@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tidewater.graph import build_graph, to_mermaid
-from tidewater.report import Bar, collect_report, pack_lanes, write_report
+from control.graph import build_graph, to_mermaid
+from control.report import Bar, collect_report, pack_lanes, write_report
 from tidewater.runs import ensure_ops_tables
 
 from .test_graph import MANIFEST

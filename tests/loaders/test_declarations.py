@@ -68,7 +68,7 @@ def run_loader(home: Path, **env: str) -> subprocess.CompletedProcess[str]:
     }
     environment.update(TIDEWATER_HOME=str(home), DBT_PROFILES_DIR=str(home), **env)
     return subprocess.run(
-        [sys.executable, "-m", "loaders"],
+        [sys.executable, "-m", "control", "load"],
         env=environment,
         capture_output=True,
         text=True,

@@ -354,7 +354,7 @@ def test_a_source_down_longer_than_the_first_backoff_is_waited_for(
 
 
 def cli_env(tmp_path: Path, warehouse: str, source: str) -> dict[str, str]:
-    """`python -m loaders` pointed at this warehouse (a profile of its own) and source."""
+    """`python -m control load` pointed at this warehouse (a profile of its own) and source."""
     parts = urlsplit(warehouse)
     (tmp_path / "profiles.yml").write_text(
         yaml.safe_dump(
@@ -389,7 +389,7 @@ def cli_env(tmp_path: Path, warehouse: str, source: str) -> dict[str, str]:
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "loaders", "--table", "events", *args],
+        [sys.executable, "-m", "control", "load", "--table", "events", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -108,7 +108,7 @@ def test_a_load_waits_a_bounded_time_for_the_raw_lock_and_names_the_holder(
             cur.execute("lock table ops.raw_lock in exclusive mode")
         env = dict(project.env, TIDEWATER_LOCK_TIMEOUT="1")
         result = subprocess.run(
-            [sys.executable, "-m", "loaders", "--table", "orders", "--retries", "1"],
+            [sys.executable, "-m", "control", "load", "--table", "orders", "--retries", "1"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -138,7 +138,7 @@ def test_a_second_load_of_a_table_waits_a_bounded_time_naming_the_first(
             hold_table_load(cur, "raw_app.orders")
         env = dict(project.env, TIDEWATER_LOCK_TIMEOUT="1")
         result = subprocess.run(
-            [sys.executable, "-m", "loaders", "--table", "orders", "--retries", "1"],
+            [sys.executable, "-m", "control", "load", "--table", "orders", "--retries", "1"],
             cwd=ROOT,
             env=env,
             capture_output=True,

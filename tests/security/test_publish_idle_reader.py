@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from roles import parse_spec
-from tidewater.exceptions import PublishFailed
 from tidewater.paths import ROLES_SPEC
-from tidewater.publish import BuildOutcome, publish
+from transform.exceptions import PublishFailed
+from transform.publish import BuildOutcome, publish
 
 from .conftest import Warehouse, run_as
 

@@ -54,8 +54,8 @@ def test_a_source_dsn_password_never_appears_in_output_or_run_records(
     for form, dsn in sorted(DSN_FORMS.items()):
         env = dict(project.env, TIDEWATER_SOURCE_APP_DSN=dsn)
         for command in (
-            [sys.executable, "-m", "loaders"],
-            [sys.executable, "-m", "tidewater", "dsn", "--source", "app"],
+            [sys.executable, "-m", "control", "load"],
+            [sys.executable, "-m", "control", "dsn", "--source", "app"],
         ):
             print(f"probe: {form}: {' '.join(command[1:])} with TIDEWATER_SOURCE_APP_DSN={form}")
             result = subprocess.run(
@@ -64,11 +64,11 @@ def test_a_source_dsn_password_never_appears_in_output_or_run_records(
             print(f"  exit {result.returncode}: {(result.stdout + result.stderr).strip()[-300:]}")
             assert not _leaks(result.stdout + result.stderr), f"{form} leaked via {command}"
             assert "Traceback" not in result.stderr
-            if command[-1] == "loaders" and form == "malformed":
+            if command[-1] == "load" and form == "malformed":
                 # Refused before connecting, as a usage error naming only the variable.
                 assert result.returncode == 2
                 assert "TIDEWATER_SOURCE_APP_DSN" in result.stderr
-            elif command[-1] == "loaders":
+            elif command[-1] == "load":
                 assert result.returncode == 1
                 assert "cannot connect to source app" in result.stderr
     # `invoke load`, the scheduled path, records its runs: no secret there either.

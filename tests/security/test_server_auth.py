@@ -119,7 +119,7 @@ def test_the_admin_password_file_and_the_server_log_are_private(
 def _tidewater(
     home: Path, server: embedded.EmbeddedServer, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m tidewater` for a fresh checkout (TIDEWATER_HOME: its own `.tidewater`,
+    """`python -m control` for a fresh checkout (TIDEWATER_HOME: its own `.tidewater`,
     the project's dbt project and role spec) whose embedded server is the test
     server, run as a user would: no PGPASSFILE, no password anywhere."""
     for name in ("dbt_project", "roles"):
@@ -138,7 +138,7 @@ def _tidewater(
         HOME=str(home),
     )
     return subprocess.run(
-        [sys.executable, "-m", "tidewater", *args],
+        [sys.executable, "-m", "control", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,10 +1,22 @@
-"""``python -m tidewater``: the embedded server, connection URLs, setup, the demo
-app and the transform. `invoke` tasks call these; people can too."""
+"""The command line, ``tidewater <command>`` (or ``python -m control <command>``): the
+chain's jobs (load, transform, roles), the embedded server, connection URLs, setup,
+the demo app, status, report and graph. The `invoke` tasks call the same functions.
+
+Exit codes: 0 done; 1 failed (one line on stderr, never a traceback); 2 a usage error
+or drift (a roles plan that is not empty, verify finding differences); dbt's own code
+where dbt failed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import psycopg2
 
 from tidewater import embedded
 from tidewater.cli import fail, say
@@ -24,9 +36,9 @@ def _down(args: argparse.Namespace) -> None:
 
 def _dsn(args: argparse.Namespace) -> None:
     if args.source:
+        from control.setup import demo_reader_dsn
         from loaders.config import load_sources, select_sources, source_dsn
         from tidewater.db import redact_dsn
-        from tidewater.setup import demo_reader_dsn
 
         (source,) = select_sources(load_sources(), [args.source])
         dsn = source_dsn(source)
@@ -46,7 +58,7 @@ def _dsn(args: argparse.Namespace) -> None:
 
 
 def _up_if_embedded(args: argparse.Namespace) -> None:
-    from tidewater.setup import admin_target, create_database_if_missing
+    from control.setup import admin_target, create_database_if_missing
 
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     if target.is_embedded:
@@ -58,9 +70,9 @@ def _lint_sql(args: argparse.Namespace) -> None:
     import os
     import subprocess
 
+    from control.setup import ensure_warehouse
     from tidewater.paths import PROJECT_ROOT
-    from tidewater.setup import ensure_warehouse
-    from tidewater.transform import dbt_env
+    from transform.build import dbt_env
 
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     ensure_warehouse(target)  # the dbt templater compiles against the warehouse
@@ -74,7 +86,7 @@ def _lint_sql(args: argparse.Namespace) -> None:
 
 
 def _status(args: argparse.Namespace) -> None:
-    from tidewater.status import print_status
+    from control.status import print_status
 
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     if target.is_embedded:
@@ -87,14 +99,14 @@ def _manifest(target: object) -> dict:
     import json
 
     from tidewater.paths import DBT_PROJECT_DIR
-    from tidewater.transform import run_dbt
+    from transform.build import run_dbt
 
     run_dbt("parse", target, "--quiet", record=False)  # type: ignore[arg-type]
     return json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())
 
 
 def _graph(args: argparse.Namespace) -> None:
-    from tidewater.graph import build_graph, to_mermaid
+    from control.graph import build_graph, to_mermaid
 
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     print(to_mermaid(build_graph(_manifest(target))), end="")
@@ -103,8 +115,8 @@ def _graph(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from control.report import write_report
     from tidewater.db import connect
-    from tidewater.report import write_report
 
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     if target.is_embedded:
@@ -119,7 +131,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _setup(args: argparse.Namespace) -> None:
-    from tidewater.setup import ensure_warehouse
+    from control.setup import ensure_warehouse
 
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     ensure_warehouse(target)
@@ -127,53 +139,68 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _app(args: argparse.Namespace) -> None:
-    from tidewater.setup import demo_reader_dsn
+    from control.setup import demo_reader_dsn
 
     print(demo_reader_dsn(scale=args.scale, refresh=True))
 
 
 def _simulate(args: argparse.Namespace) -> None:
     import demo_app.workload
-    from tidewater.setup import ensure_demo_app
+    from control.setup import ensure_demo_app
 
     counts = demo_app.workload.simulate(ensure_demo_app(), steps=args.steps, seed=args.seed)
     say("demo app workload: " + ", ".join(f"{key} {value}" for key, value in counts.items()))
 
 
+def _load(args: argparse.Namespace) -> None:
+    from control.jobs import run_load
+
+    run_load(
+        target=args.target,
+        profiles_dir=args.profiles_dir,
+        sources=args.source or (),
+        tables=args.table or (),
+        workers=args.workers,
+        retries=args.retries,
+        keep_going=args.keep_going,
+        wait_s=args.wait,
+        as_json=args.json,
+    )
+
+
 def _transform(args: argparse.Namespace) -> None:
-    from tidewater.setup import ensure_warehouse
-    from tidewater.transform import run_dbt
+    from control.jobs import run_transform
 
-    target = load_target(args.target, profiles_dir=args.profiles_dir)
-    ensure_warehouse(target)
-    extra: list[str] = []
-    if args.full_refresh:
-        extra.append("--full-refresh")
-    if args.select:
-        extra += ["--select", *args.select]
-        if target.name.startswith("dev"):
-            # A personal build of a few models: run only the tests whose every
-            # parent was built too (a relationship to an unbuilt mart would fail).
-            extra += ["--indirect-selection", "cautious"]
-    exclude = list(args.exclude or [])
-    if args.skip_failed_sources:
-        from tidewater.transform import failed_source_selectors
+    run_transform(
+        target=args.target,
+        profiles_dir=args.profiles_dir,
+        full_refresh=args.full_refresh,
+        select=args.select or (),
+        exclude=args.exclude or (),
+        skip_failed_sources=args.skip_failed_sources,
+        wait_s=args.wait,
+    )
 
-        skipped = failed_source_selectors(target)
-        if skipped:
-            say(
-                "keep going: the last load failed for "
-                + ", ".join(s.removeprefix("source:").removesuffix("+") for s in skipped)
-                + "; building only what does not depend on them"
-            )
-        exclude += skipped
-    if exclude:
-        extra += ["--exclude", *exclude]
-    run_dbt("build", target, *extra, details={"excluded": exclude} if exclude else None)
+
+def _declare(args: argparse.Namespace) -> None:
+    from control.declare import declare
+
+    declare(args.source, schema=args.schema, views=args.views)
+
+
+def _roles(args: argparse.Namespace) -> None:
+    from roles.__main__ import main as roles_main
+
+    options = ["--target", args.target] if args.target else []
+    options += ["--profiles-dir", args.profiles_dir] if args.profiles_dir else []
+    _up_if_embedded(args)
+    code = roles_main([args.roles_command, *options, *args.roles_args])
+    if code:
+        raise SystemExit(code)
 
 
 def _dbt(args: argparse.Namespace) -> None:
-    from tidewater.transform import run_dbt
+    from transform.build import run_dbt
 
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     if target.is_embedded:
@@ -186,8 +213,13 @@ def _dbt(args: argparse.Namespace) -> None:
     run_dbt(" ".join(words), target, *rest, record=False)
 
 
+WAIT_HELP = "seconds to wait for a running pipeline before giving up"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tidewater", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tidewater", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--target", help="dbt profile target (default: the profile's)")
     parser.add_argument("--profiles-dir", help="directory holding profiles.yml")
     commands = parser.add_subparsers(dest="command_name", required=True)
@@ -223,7 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--steps", type=int, default=100)
     simulate.add_argument("--seed", type=int)
     simulate.set_defaults(run=_simulate)
-    transform = commands.add_parser("transform", help="dbt build, recorded in ops")
+    load = commands.add_parser("load", help="load every declared table into raw_<source>")
+    load.add_argument("--source", action="append", help="only this source (repeatable)")
+    load.add_argument("--table", action="append", help="only this table (repeatable)")
+    load.add_argument("--workers", type=int, default=4, help="tables loaded at once")
+    load.add_argument("--retries", type=int, default=5, help="attempts per table")
+    load.add_argument(
+        "--keep-going", action="store_true", help="load the other tables when one fails"
+    )
+    load.add_argument("--json", action="store_true", help="print results as JSON")
+    load.add_argument("--wait", type=float, default=0.0, help=WAIT_HELP)
+    load.set_defaults(run=_load)
+    declare = commands.add_parser("declare", help="write a source's dbt sources YAML")
+    declare.add_argument("--source", required=True, help="the source's name (raw_<name>)")
+    declare.add_argument("--schema", default="public", help="schema in the source database")
+    declare.add_argument("--views", action="store_true", help="declare views too")
+    declare.set_defaults(run=_declare)
+    transform = commands.add_parser("transform", help="dbt build, test, publish; recorded")
+    transform.add_argument("--wait", type=float, default=0.0, help=WAIT_HELP)
     transform.add_argument("--full-refresh", action="store_true")
     transform.add_argument("--select", nargs="+")
     transform.add_argument("--exclude", nargs="+")
@@ -233,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="exclude everything downstream of tables whose last load failed",
     )
     transform.set_defaults(run=_transform)
+    roles = commands.add_parser("roles", help="plan, apply, verify or generate the grants")
+    roles.add_argument("roles_command", choices=["plan", "apply", "verify", "generate"])
+    roles.add_argument("roles_args", nargs=argparse.REMAINDER, help="--strict, --spec, --output")
+    roles.set_defaults(run=_roles)
     dbt = commands.add_parser("dbt", help="run any dbt command on this project and target")
     dbt.add_argument("command")
     dbt.add_argument("dbt_args", nargs=argparse.REMAINDER)
@@ -240,14 +293,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usage_errors() -> tuple[type[TidewaterError], ...]:
+    from loaders.exceptions import DeclarationError, MalformedDsn
+
+    return (DeclarationError, MalformedDsn)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors become one line and an exit code, never a traceback."""
     args = build_parser().parse_args(argv)
+    code, _ = run_guarded(lambda: args.run(args))
+    return code
+
+
+def run_guarded(job: Callable[[], Any]) -> tuple[int, Any]:
+    """Call ``job``; return its exit code (0, or the error's, printed as one line) and
+    its value. Usage errors exit 2, a job's own code where it has one (dbt's, drift),
+    anything unexpected 1 with a hint (``TIDEWATER_DEBUG=1`` re-raises it)."""
+    previous_hook = sys.excepthook
+    sys.excepthook = _quiet_driver_noise(previous_hook)
     try:
-        args.run(args)
+        return 0, job()
+    except SystemExit as exc:
+        return (exc.code if isinstance(exc.code, int) else 1), None
+    except _usage_errors() as exc:
+        return fail(exc, code=2), None
     except TidewaterError as exc:
-        return fail(exc)
-    return 0
+        return fail(exc, code=getattr(exc, "exit_code", 1)), None
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted (the run is recorded as failed); each table loaded "
+            "completely or not at all: run the job again to finish",
+            file=sys.stderr,
+        )
+        return 130, None
+    except Exception as exc:
+        if os.environ.get("TIDEWATER_DEBUG"):
+            raise
+        message = " ".join(str(exc).split())
+        print(
+            f"error: unexpected {exc.__class__.__name__}: {message} (the run is recorded as "
+            "failed; set TIDEWATER_DEBUG=1 to see the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1, None
+    finally:
+        sys.excepthook = previous_hook
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _quiet_driver_noise(
+    previous: Callable[[type[BaseException], BaseException, TracebackType | None], Any],
+) -> Callable[[type[BaseException], BaseException, TracebackType | None], Any]:
+    """psycopg2 prints (through ``sys.excepthook``) a `SystemError` chained to the
+    server's message when a connection dies mid-COPY; the same fault is raised to the
+    loader, which retries it and reports it in one line. Everything else prints."""
+
+    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> Any:
+        if isinstance(error, SystemError) and isinstance(error.__cause__, psycopg2.Error):
+            return None
+        return previous(kind, error, tb)
+
+    return hook

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg2.extensions
@@ -14,23 +14,15 @@ from psycopg2 import sql
 
 from tidewater import embedded
 from tidewater.cli import say
-from tidewater.db import connect
+from tidewater.db import ConnectFn, connect, warehouse_connector
 from tidewater.exceptions import ConfigError
 from tidewater.profile import Target, admin_target_name, load_target
 
-ConnectFn = Callable[[], psycopg2.extensions.connection]
 DEMO_SOURCE = "app"
 DEMO_DATABASE = "app"
 # The login the loaders read the demo app as: SELECT on its tables, nothing else
 # (and pg_read_all_stats, so the late-commit protection sees open transactions).
 DEMO_READER = "tidewater_demo_reader"
-
-
-def warehouse_connector(target: Target) -> ConnectFn:
-    """Connections to the warehouse as the target's (ETL) user."""
-    return lambda: connect(
-        target, what=f"the warehouse (target {target.name})", application_name="tidewater"
-    )
 
 
 def admin_target(target: Target) -> Target:
@@ -226,21 +218,15 @@ def _has_tables(dsn: str) -> bool:
         conn.close()
 
 
-def resolve_sources(
-    sources: Sequence[Any],
-    *,
-    target: str | None = None,
-    profiles_dir: str | None = None,
-) -> tuple[Target, dict[str, ConnectFn]]:
-    """The warehouse target (ready to load into) and a connector per source.
+def resolve_sources(sources: Sequence[Any], *, target: Target) -> dict[str, ConnectFn]:
+    """A connector per source, each checked once (a bad DSN is one clear line before
+    any table starts).
 
     A source's DSN comes from its environment variable; with none set, the
     ``app`` source falls back to the demo app on the embedded server.
     """
     from loaders.config import source_dsn
 
-    resolved = load_target(target, profiles_dir=profiles_dir)
-    ensure_warehouse(resolved)
     connectors: dict[str, ConnectFn] = {}
     for source in sources:
         dsn = source_dsn(source)
@@ -255,10 +241,9 @@ def resolve_sources(
                 "on the embedded server"
             )
             dsn = demo_reader_dsn()
-        # Check now, so a bad DSN is one clear line before any table starts.
         connect(dsn, what=f"source {source.name} ({source.dsn_env})").close()
         connectors[source.name] = _source_connector(dsn, source.name, source.dsn_env)
-    return resolved, connectors
+    return connectors
 
 
 def _source_connector(dsn: str, name: str, env: str) -> ConnectFn:

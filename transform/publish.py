@@ -43,8 +43,8 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from tidewater.exceptions import PublishFailed
-from tidewater.runs import ConnectFn
+from tidewater.db import ConnectFn
+from transform.exceptions import PublishFailed
 
 # aclitem letters (https://www.postgresql.org/docs/current/ddl-priv.html) and the
 # privilege each one grants.

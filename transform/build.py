@@ -6,10 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 
-from tidewater.audit import (
+from tidewater.cli import say
+from tidewater.db import ConnectFn, warehouse_connector
+from tidewater.embedded import configured_server
+from tidewater.lock import raw_settled
+from tidewater.paths import DBT_PROJECT_DIR
+from tidewater.profile import EMBEDDED_PORT_ENV, Target
+from tidewater.runs import PIPELINE_RUN_ENV, pipeline_run_id, record_dbt_results, record_job
+from transform.audit import (
     forget_stale_marks,
     load_artifacts,
     project_fingerprint,
@@ -17,31 +23,9 @@ from tidewater.audit import (
     tested_relations,
     write_marks,
 )
-from tidewater.cli import say
-from tidewater.embedded import configured_server
-from tidewater.exceptions import TidewaterError
-from tidewater.lock import raw_settled
-from tidewater.paths import DBT_PROJECT_DIR
-from tidewater.profile import EMBEDDED_PORT_ENV, Target
-from tidewater.publish import BuildOutcome, publish, read_build_outcome
-from tidewater.runs import PIPELINE_RUN_ENV, pipeline_run_id, record_dbt_results, record_job
-from tidewater.setup import ConnectFn, warehouse_connector
-
-
-class TransformFailed(TidewaterError):
-    def __init__(self, command: str, returncode: int, failed: Sequence[str]) -> None:
-        self.command = command
-        self.returncode = returncode
-        self.failed = tuple(failed)
-        detail = f": {', '.join(self.failed[:5])}" if self.failed else ""
-        if command == "build":
-            advice = (
-                "downstream models were skipped. Fix the data or the model, then run "
-                "`invoke transform` again"
-            )
-        else:
-            advice = "see dbt's output above"
-        super().__init__(f"dbt {command} failed (exit {returncode}){detail}; {advice}")
+from transform.exceptions import TransformFailed
+from transform.inputs import input_digest, keep_published_digest, last_published_digest
+from transform.publish import BuildOutcome, publish, read_build_outcome
 
 
 def dbt_env() -> dict[str, str]:
@@ -49,6 +33,9 @@ def dbt_env() -> dict[str, str]:
     env = dict(os.environ)
     env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     env.setdefault("DBT_LOG_FORMAT", "text")
+    if not sys.stdout.isatty():
+        # A cron log or CI log gets plain text, not colour codes.
+        env.setdefault("DBT_USE_COLORS", "false")
     # A profile copied from profiles.example.yml names the embedded server's port
     # through this variable, so dbt finds the server where it really runs.
     env.setdefault(EMBEDDED_PORT_ENV, str(configured_server().port))
@@ -78,8 +65,11 @@ def run_dbt(
     *args: str,
     record: bool = True,
     details: dict[str, object] | None = None,
-) -> None:
-    """Run a dbt command; with ``record``, write the job and per-node results to ops."""
+) -> list[str]:
+    """Run a dbt command; with ``record``, write the job and per-node results to ops.
+
+    Returns the relations a ``build`` published into the live marts (none otherwise).
+    """
     argv = dbt_command(command, target, *args)
     if target.name.startswith("dev"):
         record = False  # a personal development build is not a pipeline run
@@ -87,7 +77,7 @@ def run_dbt(
         code = subprocess.call(argv, env=dbt_env())
         if code:
             raise TransformFailed(command, code, [])
-        return
+        return []
     connect = warehouse_connector(target)
     # never read a previous run's results
     (DBT_PROJECT_DIR / "target" / "run_results.json").unlink(missing_ok=True)
@@ -133,8 +123,9 @@ def run_dbt(
             }
         if code:
             raise TransformFailed(command, code, failed)
+    published: list[str] = []
     if command == "build":
-        publish_marts(target, read_build_outcome(manifest, results))
+        published = publish_marts(target, read_build_outcome(manifest, results))
         if marks:
             conn = connect()
             try:
@@ -147,6 +138,42 @@ def run_dbt(
             "dbt run built the marts into their shadow schema without running tests; only "
             "`invoke transform` (dbt build) publishes the marts"
         )
+    return published
+
+
+def build_if_changed(
+    target: Target, *args: str, details: dict[str, object] | None = None
+) -> list[str]:
+    """A full ``dbt build`` and publish — unless no raw table and no file of the dbt
+    project changed since the last green, published build: then dbt is not started, and
+    the job is recorded as having had nothing to do. Returns the relations published."""
+    if target.type != "postgres" or target.name.startswith("dev"):
+        return run_dbt("build", target, *args, details=details)
+    connect = warehouse_connector(target)
+    conn = connect()
+    conn.autocommit = True
+    try:
+        digest = input_digest(conn, fingerprint=project_fingerprint(), target_name=target.name)
+        unchanged = digest == last_published_digest(conn)
+    finally:
+        conn.close()
+    if unchanged:
+        with record_job(connect, "dbt build") as run:
+            run.rows = 0
+            run.details = {**(details or {}), "nothing_to_do": NOTHING_TO_DO}
+        say(f"nothing to transform: {NOTHING_TO_DO} (dbt was not started)")
+        return []
+    published = run_dbt("build", target, *args, details=details)
+    conn = connect()
+    try:
+        with conn:
+            keep_published_digest(conn, digest, pipeline_run_id())
+    finally:
+        conn.close()
+    return published
+
+
+NOTHING_TO_DO = "no raw table and no dbt project file changed since the last published build"
 
 
 def _forget_stale_marks(connect: ConnectFn, fingerprint: str, full_refresh: bool) -> int:

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tidewater.graph import LAYER_TITLES, Graph, build_graph, layers, parse_mermaid, to_mermaid
+from control.graph import LAYER_TITLES, Graph, build_graph, layers, parse_mermaid, to_mermaid
 
 HEATMAP_RUNS = 24
 FAILURE_LIMIT = 20
@@ -955,7 +955,7 @@ def write_report(
         path: the HTML file to write; its directory is created if needed.
         days: how far back the trends, the rows per run and the daily counts reach.
         manifest: dbt's parsed ``manifest.json``, for the lineage section.
-        mermaid: the graph as Mermaid text (as `tidewater.graph.to_mermaid` writes
+        mermaid: the graph as Mermaid text (as `control.graph.to_mermaid` writes
             it), used when no manifest is given.
     """
     if manifest:

@@ -1,0 +1,58 @@
+"""What a load prints: the per-table summary (plain aligned text, or JSON)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from loaders.pipeline import TableResult
+from tidewater.cli import print_table
+
+REREAD_NOTE = (
+    "re-read: rows read again on purpose, not changes: those at or below the previous mark "
+    "(ties, and rows of transactions still open at the last read or within `lag`) and, with "
+    "detect_deletes, whole key ranges whose count or checksum differed; unchanged rows are "
+    "not written, so only inserted/updated/deleted changed the warehouse"
+)
+
+
+def print_load_summary(results: list[TableResult], *, as_json: bool) -> None:
+    ordered = sorted(results, key=lambda r: r.name)
+    if as_json:
+        print(
+            json.dumps(
+                [{k: v for k, v in asdict(r).items() if k != "failure"} for r in ordered],
+                default=str,
+            )
+        )
+        return
+    print_table(
+        [
+            "table",
+            "mode",
+            "status",
+            "read",
+            "inserted",
+            "updated",
+            "deleted",
+            "re-read",
+            "mark after",
+            "seconds",
+        ],
+        [
+            [
+                r.name,
+                r.mode,
+                r.status,
+                r.rows_read,
+                r.inserted,
+                r.updated,
+                r.deleted,
+                r.reread,
+                r.mark_after.isoformat(timespec="seconds") if r.mark_after else "",
+                f"{r.duration_s:.2f}",
+            ]
+            for r in ordered
+        ],
+    )
+    print(REREAD_NOTE)
