@@ -1,6 +1,6 @@
 """The chain as an Apache Airflow 3 DAG: load → transform → verify the roles.
 
-`build_dag` makes the DAG; ``dags/tidewater.py`` calls it with the defaults. Its
+`build_dag` makes the DAG; ``dags/tidewater_dag.py`` calls it with the defaults. Its
 tasks call the same functions as the command line (`control.jobs`), so each one
 takes the pipeline lock and writes its run record itself (a run started by cron and
 one started by Airflow never overlap), and every record carries the Airflow run id
@@ -179,6 +179,11 @@ def _transform(
     except TidewaterError as error:
         _fail_or_retry(error, retried=retried)
         raise
+    if not published:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        # No asset event: a downstream DAG waits for data that changed.
+        raise AirflowSkipException("nothing to transform: no input changed since the last build")
     events = context["outlet_events"]
     for relation in published:
         events[mart_asset(relation.rsplit(".", 1)[-1])].extra = {"pipeline_run_id": run_id}
@@ -204,11 +209,11 @@ def _publish(
     """Per-model mode's last step: publish what the model tasks built and tested in
     the shadow schema (they all succeeded, or this task does not run)."""
     from airflow.sdk import get_current_context
-    from transform.build import publish_marts
-    from transform.publish import BuildOutcome
 
     from control.jobs import pipeline_lock
     from tidewater.profile import load_target
+    from transform.build import publish_marts
+    from transform.publish import BuildOutcome
 
     context = get_current_context()
     run_id = _pipeline_env(context)
@@ -426,6 +431,7 @@ def build_dag(
         if verify_roles:
             last >> PythonOperator(
                 task_id="verify_roles",
+                trigger_rule="none_failed",  # also after a transform with nothing to do
                 python_callable=_verify_roles,
                 op_kwargs=common,
                 doc_md="Try every operation as each role (`invoke roles --verify`).",

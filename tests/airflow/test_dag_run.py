@@ -142,3 +142,14 @@ def test_the_dag_runs_with_airflow_metadata_on_postgresql(
     airflow.set_up()
     assert airflow.query("select count(*) from dag_run") == [(0,)]
     assert_a_green_run(airflow, project, "2026-01-01")
+    published = marts_fingerprint(project.warehouse)
+
+    # Nothing changed in the app: the transform has nothing to do and is skipped, so
+    # no mart asset is updated (a downstream DAG waits for new data); roles still checked.
+    run = airflow.test_dag("tidewater", "2026-01-02")
+    assert run.state == "success", run.output[-4000:]
+    states = {task: state for task, (state, _) in run.tasks.items()}
+    assert states == {"load": "success", "transform": "skipped", "verify_roles": "success"}
+    assert not set(APP_MARTS) & set(run.asset_events), run.asset_events
+    assert marts_fingerprint(project.warehouse) == published
+    assert ("dbt build", "succeeded") in jobs_of(project.warehouse, run.run_id)

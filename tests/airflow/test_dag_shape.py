@@ -40,11 +40,10 @@ def airflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 
 def test_the_dag_file_names_tasks_and_assets_as_the_graph_does(airflow_home: Path) -> None:
+    from control.airflow_dag import build_dag, mart_asset
     from control.graph import build_graph
 
-    from control.airflow_dag import build_dag, mart_asset
-
-    dag = dag_in("tidewater.py")
+    dag = dag_in("tidewater_dag.py")
     assert dag.dag_id == "tidewater" and set(dag.task_ids) == {"load", "transform", "verify_roles"}
     assert dag.get_task("transform").upstream_task_ids == {"load"}
     assert dag.get_task("verify_roles").upstream_task_ids == {"transform"}

@@ -1,4 +1,9 @@
-"""The tidewater pipeline on Airflow: load → transform → verify the roles.
+"""The tidewater pipeline on Airflow (DAG ``tidewater``): load → transform → verify
+the roles.
+
+Not ``tidewater.py``: Airflow puts this folder on ``sys.path``, and a file of that
+name would hide the ``tidewater`` package from every task (an editable install's
+packages are found after ``sys.path``).
 
 Point Airflow's ``dags_folder`` here (or copy this file into yours); it needs the
 kit installed with its extra (``pip install -e '.[airflow]'``). Tasks connect with
