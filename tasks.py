@@ -305,15 +305,20 @@ def test(c: Context, args: str = "") -> None:
 @task(
     help={
         "scale": "demo app scale; 200 ≈ 5 million events",
-        "what": "loaders (default), dbt, status, or all",
+        "what": "loaders (default), dbt, status, mysql, or all",
     }
 )
 def bench(c: Context, scale: float = 200.0, what: str = "loaders") -> None:
     """Benchmarks (long, not in CI): loaders vs a psql COPY pipe, dbt incremental, status."""
-    modules = {"loaders": "bench", "dbt": "bench.dbt", "status": "bench.status"}
+    modules = {
+        "loaders": "bench",
+        "dbt": "bench.dbt",
+        "status": "bench.status",
+        "mysql": "bench.mysql",
+    }
     chosen = list(modules) if what == "all" else [what]
     for name in chosen:
         if name not in modules:
             raise Exit(f"unknown benchmark {name!r}; choose one of: {', '.join(modules)}, all")
-        scale_option = "" if name == "status" else f" --scale {scale}"
+        scale_option = {"status": "", "mysql": ""}.get(name, f" --scale {scale}")
         _run(c, f"{PYTHON} -m {modules[name]}{scale_option}")

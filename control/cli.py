@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2
 
 from tidewater import embedded
-from tidewater.cli import fail, say
+from tidewater.cli import configure_output, fail, say
 from tidewater.exceptions import TidewaterError
 from tidewater.profile import load_target
 
@@ -310,6 +310,7 @@ def run_guarded(job: Callable[[], Any]) -> tuple[int, Any]:
     """Call ``job``; return its exit code (0, or the error's, printed as one line) and
     its value. Usage errors exit 2, a job's own code where it has one (dbt's, drift),
     anything unexpected 1 with a hint (``TIDEWATER_DEBUG=1`` re-raises it)."""
+    configure_output()
     previous_hook = sys.excepthook
     sys.excepthook = _quiet_driver_noise(previous_hook)
     try:

@@ -17,7 +17,7 @@ from control.summary import print_load_summary
 from loaders.config import check_dsn, load_sources, select_sources
 from loaders.pipeline import LoadOptions, TableResult, load_all, prepare_warehouse, raise_on_failure
 from tidewater import lock
-from tidewater.cli import say
+from tidewater.cli import say, warn
 from tidewater.db import warehouse_connector
 from tidewater.exceptions import TidewaterError
 from tidewater.profile import Target, load_target
@@ -139,7 +139,7 @@ def run_load(
             }
             print_load_summary(results, as_json=as_json)
             for warning in warnings:
-                say(f"warning: {warning}")
+                warn(warning)
             raise_on_failure(results)
     return results
 

@@ -225,6 +225,7 @@ def resolve_sources(sources: Sequence[Any], *, target: Target) -> dict[str, Conn
     A source's DSN comes from its environment variable; with none set, the
     ``app`` source falls back to the demo app on the embedded server.
     """
+    from loaders import check_source, connector_for
     from loaders.config import source_dsn
 
     connectors: dict[str, ConnectFn] = {}
@@ -241,10 +242,6 @@ def resolve_sources(sources: Sequence[Any], *, target: Target) -> dict[str, Conn
                 "on the embedded server"
             )
             dsn = demo_reader_dsn()
-        connect(dsn, what=f"source {source.name} ({source.dsn_env})").close()
-        connectors[source.name] = _source_connector(dsn, source.name, source.dsn_env)
+        check_source(source, dsn)
+        connectors[source.name] = connector_for(source, dsn)
     return connectors
-
-
-def _source_connector(dsn: str, name: str, env: str) -> ConnectFn:
-    return lambda: connect(dsn, what=f"source {name} ({env})", application_name="tidewater-loader")

@@ -4,7 +4,10 @@ behind it (`python -m roles apply`)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -46,3 +49,21 @@ def test_the_role_spec_comments_name_the_invoke_tasks() -> None:
     header = (ROOT / "roles" / "roles.yml").read_text().split("version:")[0]
     assert "python -m" not in header
     assert "invoke roles --apply" in header
+
+
+def test_notes_and_warnings_carry_their_time_outside_a_terminal_and_errors_stay_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A cron log says when each step happened; the error a job ends with stays one
+    `error: …` line a script can grep for."""
+    from tidewater.cli import fail, say, warn
+    from tidewater.exceptions import TidewaterError
+
+    say("loading 3 tables")
+    warn("late commits NOT proven safe")
+    fail(TidewaterError("the warehouse is down; run `invoke up`"))
+    note, warning, error = capsys.readouterr().err.splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} "
+    assert re.fullmatch(stamp + "loading 3 tables", note), note
+    assert re.fullmatch(stamp + "warning: late commits NOT proven safe", warning), warning
+    assert error == "error: the warehouse is down; run `invoke up`"

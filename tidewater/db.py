@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.errors
@@ -160,7 +161,11 @@ def redact_dsn(dsn: str) -> str:
     """A connection string fit to print or record: parsed by libpq itself (URL or
     key=value form, ``?password=`` included) and rebuilt with the password as
     ``***``. A string libpq cannot parse is shown as ``<unparseable DSN>``, with
-    none of its content (the password might be what is malformed)."""
+    none of its content (the password might be what is malformed). URLs of other
+    servers (``mysql://``, ``amqp://``, ``nats://``) are parsed as URLs."""
+    scheme, separator, _ = dsn.partition("://")
+    if separator and scheme.lower() not in ("postgres", "postgresql"):
+        return _redact_url(dsn)
     try:
         params = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.Error:
@@ -171,6 +176,30 @@ def redact_dsn(dsn: str) -> str:
         if key in params:
             params[key] = "***"
     return psycopg2.extensions.make_dsn(**params)
+
+
+def _redact_url(url: str) -> str:
+    """A URL with its password (in the user part or the query) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return UNPARSEABLE_DSN
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{port}" if port else "")
+    if parts.username is not None:
+        secret = ":***" if parts.password is not None else ""
+        netloc = f"{quote(unquote(parts.username), safe='')}{secret}@{netloc}"
+    query = urlencode(
+        [
+            (key, "***" if key.lower() in _SECRET_KEYS else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def warehouse_connector(target: Target) -> ConnectFn:

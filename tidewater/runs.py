@@ -233,7 +233,7 @@ def write_record(
     when the record cannot be written, one line on stderr says so and what was lost.
     Returns whether it was written. ``conn`` (if given) is tried first, then closed.
     """
-    from tidewater.cli import say
+    from tidewater.cli import warn
     from tidewater.db import is_transient
     from tidewater.exceptions import TidewaterError
 
@@ -261,7 +261,7 @@ def write_record(
                     conn.close()
                 conn = None
     reason = " ".join(str(error).split()) or error.__class__.__name__
-    say(f"warning: could not record {what} in the warehouse's ops tables: {reason}")
+    warn(f"could not record {what} in the warehouse's ops tables: {reason}")
     return False
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from control.cli import main as tidewater_main
 from loaders.config import load_sources
-from loaders.declare import append_tables, declare_source, main, render_table
+from loaders.declare import append_tables, declare_source, render_table
 from loaders.pipeline import LoadOptions, connector, load_all
 from tests.conftest import ROOT, Project, as_login, query
 from tests.loaders.conftest import execute
@@ -257,7 +258,7 @@ sources:
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 1
+    assert tidewater_main(["declare", *argv]) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err

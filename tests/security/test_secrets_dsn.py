@@ -37,6 +37,21 @@ def test_redact_dsn_hides_the_password_in_every_form(form: str) -> None:
         assert "127.0.0.1" in redacted
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"mysql://loader:{SECRET}@127.0.0.1:3306/shop", "mysql://loader:***@127.0.0.1:3306/shop"),
+        (f"mysql://127.0.0.1/shop?password={SECRET}", "mysql://127.0.0.1/shop?password=***"),
+        (f"amqp://guest:{SECRET}@127.0.0.1:5672/%2f", "amqp://guest:***@127.0.0.1:5672/%2f"),
+        ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        (f"mysql://loader:{SECRET}@127.0.0.1:port/shop", UNPARSEABLE_DSN),
+    ],
+)
+def test_redact_dsn_hides_the_password_of_other_servers_urls(url: str, shown: str) -> None:
+    """MySQL, RabbitMQ and NATS sources' URLs, which libpq cannot parse."""
+    assert redact_dsn(url) == shown
+
+
 def test_redact_dsn_leaves_a_dsn_without_a_password_as_written() -> None:
     dsn = "postgresql://reader@db.internal:5432/app?passfile=/home/me/.pgpass"
     assert redact_dsn(dsn) == dsn
