@@ -24,8 +24,10 @@ from tidewater.paths import DBT_PROJECT_DIR
 
 Mode = Literal["incremental", "bulk"]
 MODES: tuple[Mode, ...] = ("incremental", "bulk")
-SourceKind = Literal["postgres", "redshift"]
-SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift")
+SourceKind = Literal["postgres", "redshift", "http", "rabbitmq", "nats"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift", "http", "rabbitmq", "nats")
+# Event sources (the `events` package): each declared table is a stream.
+EVENT_SOURCE_KINDS = frozenset({"http", "rabbitmq", "nats"})
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day)s?\s*$")
 
 # The declaration's JSON schema: every setting the loaders read, with what each
@@ -60,6 +62,10 @@ TABLE_SETTINGS: dict[str, Any] = {
         },
         "late_commit_protection": _BOOLEAN,
         "enabled": _BOOLEAN,
+        "event_id_field": {
+            **_COLUMN,
+            "description": "a field of each event that holds its id (event sources only)",
+        },
     },
 }
 _TIMEOUT_UNITS = {
@@ -100,7 +106,10 @@ SOURCE_SETTINGS: dict[str, Any] = {
             "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
             "description": "the name of an environment variable, e.g. TIDEWATER_SOURCE_APP_DSN",
         },
-        "kind": {"enum": list(SOURCE_KINDS), "description": "postgres or redshift"},
+        "kind": {
+            "enum": list(SOURCE_KINDS),
+            "description": "postgres, redshift, http, rabbitmq or nats",
+        },
         "source_lock_timeout": _TIMEOUT,
         "source_statement_timeout": _TIMEOUT,
     },
@@ -169,6 +178,8 @@ class TableConfig:
     detect_deletes: bool = False
     lag: timedelta = timedelta(0)
     late_commit_protection: bool = True
+    # Event streams: the payload field holding the event id (else the message id).
+    event_id_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -297,8 +308,11 @@ def _tidewater_meta(entry: dict[str, Any]) -> Any:
     return in_config if in_config is not None else (entry.get("meta") or {}).get("tidewater")
 
 
-def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
+def _table_config(
+    entry: dict[str, Any], where: str, *, default_meta: dict[str, Any] | None = None
+) -> TableConfig | None:
     meta = _tidewater_meta(entry)
+    meta = default_meta if meta is None else meta
     if meta is None:
         return None
     if meta.get("enabled") is False:
@@ -326,6 +340,7 @@ def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
         detect_deletes=bool(meta.get("detect_deletes", False)),
         lag=parse_lag(meta.get("lag"), where),
         late_commit_protection=bool(meta.get("late_commit_protection", True)),
+        event_id_field=meta.get("event_id_field"),
     )
 
 
@@ -338,7 +353,12 @@ def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfi
     kind = meta.get("kind", "postgres")
     tables = []
     for entry in source.get("tables") or []:
-        table = _table_config(entry, f"{where}, table {entry['name']}")
+        # Every table of an event source is a stream, with or without settings.
+        table = _table_config(
+            entry,
+            f"{where}, table {entry['name']}",
+            default_meta={} if kind in EVENT_SOURCE_KINDS else None,
+        )
         if table is not None:
             tables.append(table)
     return SourceConfig(

@@ -1,0 +1,149 @@
+"""RabbitMQ streams and NATS JetStream into the warehouse, effectively once: every
+event stored exactly once, poison in the dead letters, the stored position at the
+tail, whatever the consumer's crashes (kill -9 at random points)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+import events
+from events.consumer import drain_stream, stream_refs
+from events.publish import close_publishers
+from loaders.pipeline import connector
+from tests.events.streams import (
+    broker_source,
+    dead_letters,
+    publish_batch,
+    stored_ids,
+    stream_row,
+)
+
+SCHEMA = "raw_events"
+KILL_ROUNDS = int(os.environ.get("TIDEWATER_EVENTS_KILL_ROUNDS", "100"))
+
+
+@pytest.fixture(params=["rabbitmq", "nats"])
+def broker(request: pytest.FixtureRequest) -> tuple[str, str, str]:
+    """(kind, url, stream) of a fresh stream on a real broker."""
+    kind = request.param
+    if kind == "rabbitmq":
+        url = request.getfixturevalue("rabbitmq_url")
+        stream = request.getfixturevalue("rabbit_stream")
+    else:
+        url = request.getfixturevalue("nats_url")
+        stream = request.getfixturevalue("nats_stream")
+    yield kind, url, stream
+    close_publishers()
+
+
+def test_drain_stores_each_event_once_and_poison_in_dead_letters(
+    broker: tuple[str, str, str], warehouse_dsn: str
+) -> None:
+    kind, url, stream = broker
+    source = broker_source(kind, url, stream, schema=SCHEMA)
+    connect = connector(warehouse_dsn, what="warehouse")
+    ids, poison = publish_batch(url, stream, 1, 600, rng=random.Random(1), poison_every=50)
+
+    results = events.drain([source], connect_warehouse=connect)
+
+    assert [(r.stream, r.status) for r in results] == [(stream, "succeeded")]
+    assert stored_ids(warehouse_dsn, SCHEMA, stream) == sorted(ids)
+    dead = dead_letters(warehouse_dsn, SCHEMA, stream)
+    assert len(dead) == poison == 12
+    assert all(error for _, _, error in dead)
+    row = stream_row(warehouse_dsn, stream)
+    assert row["position"] == row["tail"] == results[0].tail
+    assert row["lag_messages"] == 0
+    assert row["events_stored"] == len(ids)
+    # A second drain finds nothing new; a retried publish after it is still not stored twice.
+    publish_batch(url, stream, 1, 5, rng=random.Random(2))
+    again = events.drain([source], connect_warehouse=connect)
+    assert again[0].stored == 0
+    assert again[0].duplicates >= 5 or kind == "nats"  # JetStream drops repeats itself
+    assert stored_ids(warehouse_dsn, SCHEMA, stream) == sorted(ids)
+    assert stream_row(warehouse_dsn, stream)["position"] == again[0].tail
+
+
+def _child(kind_of_run: str, source: object, warehouse_dsn: str) -> None:
+    connect = connector(warehouse_dsn, what="warehouse")
+    (ref,) = stream_refs(source)  # type: ignore[arg-type]
+    if kind_of_run == "drain":
+        drain_stream(source, ref, connect, batch_size=40, max_wait_s=0.05)  # type: ignore[arg-type]
+    else:
+        events.consume([source], connect_warehouse=connect, batch_size=40)  # type: ignore[list-item]
+
+
+def test_consumer_killed_at_random_points_stores_every_event_once(
+    broker: tuple[str, str, str], warehouse_dsn: str
+) -> None:
+    kind, url, stream = broker
+    source = broker_source(kind, url, stream, schema=SCHEMA)
+    connect = connector(warehouse_dsn, what="warehouse")
+    events.drain([source], connect_warehouse=connect)  # creates the tables
+    rng = random.Random(int(time.time()))
+    context = multiprocessing.get_context("fork")
+    all_ids: set[str] = set()
+    poison = 0
+    next_id = 1
+    killed_mid_batch = 0
+    for round_number in range(KILL_ROUNDS):
+        # Producers keep publishing while consumers die.
+        ids, bad = publish_batch(url, stream, next_id, 30, rng=rng, poison_every=23)
+        all_ids |= ids
+        poison += bad
+        next_id += 30
+        child = context.Process(
+            target=_child,
+            args=("drain" if round_number % 2 else "consume", source, warehouse_dsn),
+        )
+        child.start()
+        time.sleep(rng.uniform(0.0, 0.25))
+        if child.is_alive():
+            killed_mid_batch += 1
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+    assert killed_mid_batch > KILL_ROUNDS // 2, "most kills must land while a consumer runs"
+
+    results = events.drain([source], connect_warehouse=connect)
+
+    assert results[0].status == "succeeded", results[0].error
+    assert stored_ids(warehouse_dsn, SCHEMA, stream) == sorted(all_ids)
+    assert len(dead_letters(warehouse_dsn, SCHEMA, stream)) == poison
+    row = stream_row(warehouse_dsn, stream)
+    assert row["position"] == row["tail"] == results[0].tail
+    assert row["events_stored"] == len(all_ids)
+
+
+def test_consume_runs_until_stopped_and_keeps_up(
+    broker: tuple[str, str, str], warehouse_dsn: str
+) -> None:
+    kind, url, stream = broker
+    source = broker_source(kind, url, stream, schema=SCHEMA)
+    connect = connector(warehouse_dsn, what="warehouse")
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=events.consume, args=([source],), kwargs={"connect_warehouse": connect, "stop": stop}
+    )
+    thread.start()
+    try:
+        ids, _ = publish_batch(url, stream, 1, 300, rng=random.Random(3))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if len(stored_ids(warehouse_dsn, SCHEMA, stream)) == len(ids):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert not thread.is_alive(), "consume did not stop when asked"
+    assert stored_ids(warehouse_dsn, SCHEMA, stream) == sorted(ids)
