@@ -246,9 +246,10 @@ def consume_stream(
                 ref, reader, conn, batch_size=batch_size, max_wait_s=max_wait_s
             )
             consumer.result = result
-            consumer.refresh_tail(force=True)
+            # The tail is for monitoring only here: read it after the first batches.
+            consumer.tail_read_at = time.monotonic()
             consumer.begin()
-            idle_written = 0.0
+            idle_written = time.monotonic()
             while not stop.is_set():
                 written = consumer.step()
                 failures = 0
