@@ -5,8 +5,9 @@ In one run, on the embedded warehouse and the real brokers:
       1,000; a nats-py pull consumer fetching 1,000 at a time, no acks);
   (b) ours: `drain_stream` at batch 1,000 (decode, dedupe, one transaction per batch
       with its position, then acknowledge), against the target of 50,000 events/s;
-  (c) the producer helper `events.publish` (one confirmed publish at a time);
-  (d) the collector: POST→2xx latency of one event (sequential) and the throughput of
+  (c) the warehouse side alone (decode and `write_batch` of ready messages);
+  (d) the producer helper `events.publish` (one confirmed publish at a time);
+  (e) the collector: POST→2xx latency of one event (sequential) and the throughput of
       concurrent clients posting 100 events per request;
 then prints each rate and its ratio to the plain client's.
 """
@@ -31,8 +32,9 @@ import requests
 from bench import with_dbname
 from events.collector import run_collector
 from events.consumer import drain_stream, prepare, stream_refs
+from events.decode import Message, decode_message
 from events.publish import close_publishers, publish
-from events.warehouse import StreamRef
+from events.warehouse import StreamRef, ensure_stream_tables, write_batch
 from loaders.config import SourceConfig, TableConfig
 from loaders.pipeline import connector
 from tidewater import embedded
@@ -152,6 +154,26 @@ def ours(kind: str, stream: str, warehouse: str, count: int) -> float:
     result = drain_stream(source, ref, connect, batch_size=1000)
     assert result.stored == count, f"stored {result.stored} of {count}"
     return result.stored / result.seconds
+
+
+def warehouse_only(warehouse: str, count: int) -> float:
+    """The warehouse side alone: decoded batches of 1,000 through `write_batch` (locks,
+    insert with dedupe, position) — the consumer's ceiling with an infinitely fast broker."""
+    ref = StreamRef("bench", "rabbitmq", "raw_bench", f"only_{uuid.uuid4().hex[:6]}")
+    connect = connector(warehouse, what="warehouse")
+    conn = connect()
+    ensure_stream_tables(conn, [ref])
+    messages = [Message(number, body(number), f"e{number}") for number in range(count)]
+    started = time.perf_counter()
+    for first in range(0, count, 1000):
+        batch = [
+            decode_message(message, id_field=None, stream=ref.stream)
+            for message in messages[first : first + 1000]
+        ]
+        write_batch(conn, ref, batch, position=batch[-1].position)  # type: ignore[union-attr]
+    rate = count / (time.perf_counter() - started)
+    conn.close()
+    return rate
 
 
 def publish_rate(url: str, stream: str, count: int) -> float:
@@ -282,6 +304,7 @@ def main() -> int:
                 drop_rabbitmq(stream)
             else:
                 asyncio.run(_nats("drop", stream, 0))
+        results["warehouse"] = {"write_batch_per_s": warehouse_only(warehouse, count)}
         results["collector"] = collector_numbers(warehouse, args.requests)
     finally:
         with conn.cursor() as cur:
@@ -297,6 +320,12 @@ def main() -> int:
             f"client; {verdict} the {TARGET_EVENTS_PER_S:,}/s target) | publish() "
             f"{numbers['publish_helper_per_s']:,.0f}/s confirmed one at a time"
         )
+    rate = results["warehouse"]["write_batch_per_s"]
+    verdict = "meets" if rate >= TARGET_EVENTS_PER_S else "below"
+    print(
+        f"warehouse side alone (decode + write_batch, batch 1,000): {rate:,.0f}/s ({verdict} "
+        f"the {TARGET_EVENTS_PER_S:,}/s target)"
+    )
     numbers = results["collector"]
     print(
         f"collector POST→2xx p50 {numbers['latency_p50_ms']:.1f} ms, p99 "
