@@ -104,7 +104,7 @@ def test_consumer_killed_at_random_points_stores_every_event_once(
             args=("drain" if round_number % 2 else "consume", source, warehouse_dsn),
         )
         child.start()
-        time.sleep(rng.uniform(0.02, 0.3))
+        time.sleep(rng.uniform(0.02, 0.25))
         if child.is_alive():
             killed_mid_batch += 1
             os.kill(child.pid, signal.SIGKILL)

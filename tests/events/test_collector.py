@@ -143,7 +143,7 @@ def test_clients_retrying_through_collector_kills_store_every_event_once(
     wanted: set[str] = set()
     batches = []
     for client in range(3):
-        for number in range(150):
+        for number in range(100):
             ids = [f"k{client}-{number}-{i}" for i in range(rng.randint(1, 8))]
             wanted.update(ids)
             events = [{"event_id": i, "stream": "page_views", "n": number} for i in ids]
@@ -175,7 +175,7 @@ def test_clients_retrying_through_collector_kills_store_every_event_once(
         thread.start()
     rounds = 0
     try:
-        while rounds < KILL_ROUNDS or any(thread.is_alive() for thread in clients):
+        while rounds < KILL_ROUNDS:
             collector.wait_ready()
             time.sleep(rng.uniform(0.0, 0.06))
             collector.kill()
@@ -190,5 +190,5 @@ def test_clients_retrying_through_collector_kills_store_every_event_once(
         done.set()
         for thread in clients:
             thread.join(timeout=60)
-    assert rounds >= KILL_ROUNDS
+    assert rounds == KILL_ROUNDS
     assert ids_in(warehouse_dsn, "page_views") == sorted(wanted)
