@@ -56,9 +56,12 @@ def drain(
             for ref in stream_refs(source):
                 try:
                     result = drain_stream(source, ref, connect_warehouse, batch_size=batch_size)
-                except EventsError as exc:
+                except Exception as exc:  # one stream's failure never stops the others
                     result = StreamResult(ref.source, ref.stream, ref.kind)
-                    result.status, result.error = "failed", " ".join(str(exc).split())
+                    reason = " ".join(str(exc).split()) or type(exc).__name__
+                    if not isinstance(exc, EventsError):
+                        reason = f"{type(exc).__name__}: {reason}; run the drain again (it resumes)"
+                    result.status, result.error = "failed", reason
                     log.error("%s.%s: %s", ref.source, ref.stream, result.error)
                 results.append(result)
         run.rows = sum(result.stored for result in results)

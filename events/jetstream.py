@@ -25,6 +25,7 @@ from events.exceptions import BrokerUnreachable, PublishNotConfirmed, StreamMiss
 
 BROKER = "NATS JetStream"
 MSG_ID_HEADER = "Nats-Msg-Id"
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _where(url: str) -> str:
@@ -33,12 +34,27 @@ def _where(url: str) -> str:
 
 
 async def _connect(url: str) -> Any:
+    """A connection, or `BrokerUnreachable` within ``CONNECT_TIMEOUT_S`` (nats-py keeps
+    retrying a refused first connection by itself, so the wait is bounded here)."""
+    errors: list[BaseException] = []
+
+    async def on_error(exc: BaseException) -> None:
+        errors.append(exc)
+
     try:
-        return await nats.connect(
-            url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
+        return await asyncio.wait_for(
+            nats.connect(
+                url,
+                connect_timeout=2,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                error_cb=on_error,
+            ),
+            CONNECT_TIMEOUT_S,
         )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        cause = errors[-1] if errors else exc
+        reason = " ".join(str(cause).split()) or cause.__class__.__name__
         raise BrokerUnreachable(BROKER, _where(url), reason) from None
 
 

@@ -4,6 +4,7 @@ tail, whatever the consumer's crashes (kill -9 at random points)."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import random
@@ -151,3 +152,39 @@ def test_consume_runs_until_stopped_and_keeps_up(
         thread.join(timeout=20)
     assert not thread.is_alive(), "consume did not stop when asked"
     assert stored_ids(warehouse_dsn, SCHEMA, stream) == sorted(ids)
+
+
+def test_a_missing_stream_fails_alone_and_says_how_to_create_it(
+    rabbitmq_url: str, rabbit_stream: str, warehouse_dsn: str
+) -> None:
+    present = broker_source("rabbitmq", rabbitmq_url, rabbit_stream, schema=SCHEMA)
+    missing = broker_source("rabbitmq", rabbitmq_url, rabbit_stream + "_nope", schema=SCHEMA)
+    missing = dataclasses.replace(missing, name="other", raw_schema="raw_other")
+    publish_batch(rabbitmq_url, rabbit_stream, 1, 20, rng=random.Random(4))
+    close_publishers()
+
+    results = events.drain(
+        [missing, present], connect_warehouse=connector(warehouse_dsn, what="wh")
+    )
+
+    by_stream = {result.stream: result for result in results}
+    assert by_stream[rabbit_stream + "_nope"].status == "failed"
+    assert "x-queue-type: stream" in (by_stream[rabbit_stream + "_nope"].error or "")
+    assert by_stream[rabbit_stream].status == "succeeded"
+    assert len(stored_ids(warehouse_dsn, SCHEMA, rabbit_stream)) == 20
+
+
+@pytest.mark.parametrize("kind", ["rabbitmq", "nats"])
+def test_an_unreachable_broker_is_named_with_what_to_check(
+    kind: str, warehouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("events.jetstream.CONNECT_TIMEOUT_S", 1.0)
+    url = "amqp://guest:guest@127.0.0.1:1/%2F" if kind == "rabbitmq" else "nats://127.0.0.1:1"
+    source = broker_source(kind, url, "anything", schema=SCHEMA)
+
+    (result,) = events.drain([source], connect_warehouse=connector(warehouse_dsn, what="wh"))
+
+    assert result.status == "failed"
+    assert "cannot reach" in (result.error or "")
+    assert "127.0.0.1:1" in (result.error or "")
+    assert "TIDEWATER_SOURCE_" in (result.error or "")
