@@ -12,13 +12,14 @@ import logging
 import sys
 from dataclasses import asdict
 
+from events.consumer import ConnectFn
 from loaders.config import load_sources, select_sources
 from loaders.exceptions import DeclarationError
 from tidewater.cli import fail, print_table
 from tidewater.exceptions import TidewaterError
 
 
-def _connector(target: str | None, profiles_dir: str | None):
+def _connector(target: str | None, profiles_dir: str | None) -> ConnectFn:
     from tidewater.profile import load_target
     from tidewater.setup import ensure_warehouse, warehouse_connector
 

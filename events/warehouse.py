@@ -283,15 +283,13 @@ def write_batch(
                     stored_position = None if row is None else row[0]
                 fresh, dead = _after(events, stored_position), _after(poison, stored_position)
                 replayed = len(events) + len(poison) - len(fresh) - len(dead)
+                refused: list[Poison] = []
                 if attempt == "batch":
                     stored = _insert_events(cur, ref, fresh)
                 else:
                     stored, refused = _one_by_one(cur, ref, fresh)
-                    dead = [*dead, *refused]
-                dead_count = _insert_dead(cur, ref, dead)
-                duplicates = (
-                    len(fresh) - stored - (len(dead) - len(_after(poison, stored_position)))
-                )
+                dead_count = _insert_dead(cur, ref, [*dead, *refused])
+                duplicates = len(fresh) - stored - len(refused)
                 end = position
                 if position is not None and stored_position is not None:
                     end = max(position, stored_position)
@@ -311,13 +309,13 @@ def write_batch(
                         "lag_messages": lag_messages,
                         "lag_seconds": progress.lag_seconds,
                         "stored": stored,
-                        "duplicates": max(duplicates, 0),
+                        "duplicates": duplicates,
                         "dead": dead_count,
                         "rate": progress.events_per_s,
                         "last_event_at": last_event_at,
                     },
                 )
-            return BatchWritten(stored, max(duplicates, 0), dead_count, replayed, end)
+            return BatchWritten(stored, duplicates, dead_count, replayed, end)
         except psycopg2.DataError:
             if attempt != "batch":
                 raise
