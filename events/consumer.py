@@ -21,7 +21,13 @@ import psycopg2.extensions
 
 from events.decode import Event, Poison, decode_message
 from events.engine import StreamReader, open_reader
-from events.exceptions import BrokerUnreachable, EventsError, MissingBrokerUrl, StreamMissing
+from events.exceptions import (
+    BrokerUnreachable,
+    EventsError,
+    MissingBrokerUrl,
+    StreamMissing,
+    StreamReset,
+)
 from events.warehouse import (
     BatchWritten,
     Progress,
@@ -115,6 +121,8 @@ class StreamConsumer:
     def begin(self) -> int | None:
         position = read_position(self.conn, self.ref)
         self.result.position = position
+        if self.tail is not None and position is not None and self.tail < position:
+            raise StreamReset(self.ref.source, self.ref.stream, self.tail, position)
         self.reader.start(after=position)
         return position
 
@@ -123,6 +131,9 @@ class StreamConsumer:
             self.tail = self.reader.tail()
             self.tail_read_at = time.monotonic()
             self.result.tail = self.tail
+            position = self.result.position
+            if self.tail is not None and position is not None and self.tail < position:
+                raise StreamReset(self.ref.source, self.ref.stream, self.tail, position)
         return self.tail
 
     def step(self) -> BatchWritten | None:
@@ -136,6 +147,17 @@ class StreamConsumer:
         for message in messages:
             decoded = decode_message(message, id_field=self.ref.id_field, stream=self.ref.stream)
             (events if isinstance(decoded, Event) else poison).append(decoded)
+        previous = self.result.position
+        if previous is not None and messages[0].position > previous + 1:
+            # Messages the broker no longer keeps (retention) or deleted ones.
+            log.warning(
+                "stream %s: positions %s to %s are gone from the broker (retention or "
+                "deletion); reading on from %s",
+                self.ref.stream,
+                previous + 1,
+                messages[0].position - 1,
+                messages[0].position,
+            )
         end = messages[-1].position
         tail = self.tail if self.tail is not None and self.tail >= end else end
         lag_seconds = 0.0

@@ -65,3 +65,20 @@ class NoEventSources(EventsError):
             f"no source of kind {' or '.join(kinds)} is declared; declare one in the dbt "
             "sources YAML (config: meta: tidewater: kind: ...)"
         )
+
+
+class StreamReset(EventsError):
+    """The broker's stream ends before the position stored in the warehouse: it was
+    deleted and created again, so its positions restarted."""
+
+    def __init__(self, source: str, stream: str, tail: int, position: int) -> None:
+        self.source = source
+        self.stream = stream
+        self.tail = tail
+        self.position = position
+        super().__init__(
+            f"stream {stream} ends at {tail}, before the position {position} stored for it: "
+            "it was deleted and created again. To read the new stream from its start, delete "
+            f"its position: delete from ops.event_streams where source_name = '{source}' and "
+            f"stream = '{stream}' (ids already stored are still not stored twice)"
+        )

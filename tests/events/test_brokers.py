@@ -188,3 +188,28 @@ def test_an_unreachable_broker_is_named_with_what_to_check(
     assert "cannot reach" in (result.error or "")
     assert "127.0.0.1:1" in (result.error or "")
     assert "TIDEWATER_SOURCE_" in (result.error or "")
+
+
+def test_a_stream_created_again_is_not_silently_skipped(
+    rabbitmq_url: str, rabbit_stream: str, warehouse_dsn: str
+) -> None:
+    import pika
+
+    source = broker_source("rabbitmq", rabbitmq_url, rabbit_stream, schema=SCHEMA)
+    connect = connector(warehouse_dsn, what="warehouse")
+    publish_batch(rabbitmq_url, rabbit_stream, 1, 30, rng=random.Random(5), poison_every=1000)
+    close_publishers()
+    assert events.drain([source], connect_warehouse=connect)[0].status == "succeeded"
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    channel.queue_delete(rabbit_stream)
+    channel.queue_declare(rabbit_stream, durable=True, arguments={"x-queue-type": "stream"})
+    connection.close()
+    publish_batch(rabbitmq_url, rabbit_stream, 100, 5, rng=random.Random(6), poison_every=1000)
+    close_publishers()
+
+    (result,) = events.drain([source], connect_warehouse=connect)
+
+    assert result.status == "failed"
+    assert "deleted and created again" in (result.error or "")
+    assert "delete from ops.event_streams" in (result.error or "")
