@@ -24,8 +24,10 @@ from tidewater.paths import DBT_PROJECT_DIR
 
 Mode = Literal["incremental", "bulk"]
 MODES: tuple[Mode, ...] = ("incremental", "bulk")
-SourceKind = Literal["postgres", "redshift", "mysql"]
-SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift", "mysql")
+SourceKind = Literal["postgres", "redshift", "mysql", "http", "rabbitmq", "nats"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift", "mysql", "http", "rabbitmq", "nats")
+# Event sources (the `events` package): each declared table is a stream.
+EVENT_SOURCE_KINDS = frozenset({"http", "rabbitmq", "nats"})
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day)s?\s*$")
 
 # The declaration's JSON schema: every setting the loaders read, with what each
@@ -60,6 +62,10 @@ TABLE_SETTINGS: dict[str, Any] = {
         },
         "late_commit_protection": _BOOLEAN,
         "enabled": _BOOLEAN,
+        "event_id_field": {
+            **_COLUMN,
+            "description": "a field of each event that holds its id (event sources only)",
+        },
     },
 }
 _TIMEOUT_UNITS = {
@@ -103,7 +109,7 @@ SOURCE_SETTINGS: dict[str, Any] = {
         },
         "kind": {
             "enum": list(SOURCE_KINDS),
-            "description": "postgres, redshift or mysql (MySQL and MariaDB)",
+            "description": "postgres, redshift, mysql (MySQL and MariaDB), http, rabbitmq or nats",
         },
         "source_lock_timeout": _TIMEOUT,
         "source_statement_timeout": _TIMEOUT,
@@ -173,6 +179,8 @@ class TableConfig:
     detect_deletes: bool = False
     lag: timedelta = timedelta(0)
     late_commit_protection: bool = True
+    # Event streams: the payload field holding the event id (else the message id).
+    event_id_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -301,8 +309,11 @@ def _tidewater_meta(entry: dict[str, Any]) -> Any:
     return in_config if in_config is not None else (entry.get("meta") or {}).get("tidewater")
 
 
-def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
+def _table_config(
+    entry: dict[str, Any], where: str, *, default_meta: dict[str, Any] | None = None
+) -> TableConfig | None:
     meta = _tidewater_meta(entry)
+    meta = default_meta if meta is None else meta
     if meta is None:
         return None
     if meta.get("enabled") is False:
@@ -330,6 +341,7 @@ def _table_config(entry: dict[str, Any], where: str) -> TableConfig | None:
         detect_deletes=bool(meta.get("detect_deletes", False)),
         lag=parse_lag(meta.get("lag"), where),
         late_commit_protection=bool(meta.get("late_commit_protection", True)),
+        event_id_field=meta.get("event_id_field"),
     )
 
 
@@ -342,7 +354,12 @@ def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfi
     kind = meta.get("kind", "postgres")
     tables = []
     for entry in source.get("tables") or []:
-        table = _table_config(entry, f"{where}, table {entry['name']}")
+        # Every table of an event source is a stream, with or without settings.
+        table = _table_config(
+            entry,
+            f"{where}, table {entry['name']}",
+            default_meta={} if kind in EVENT_SOURCE_KINDS else None,
+        )
         if table is not None:
             tables.append(table)
     return SourceConfig(

@@ -1,0 +1,114 @@
+"""From a broker message or a posted object to an event, or to the reason it is poison.
+
+The consumer, not the broker, decides what is poison: a message is poison when it is
+not a JSON object in UTF-8, has no usable id, is too large, or holds what a jsonb
+column cannot (``\\u0000``). Poison goes to the dead-letter table and never stalls a
+stream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+# A jsonb column refuses this escape; a message holding it is poison, not a crash.
+_NUL_ESCAPE = "\\u0000"
+MAX_EVENT_BYTES = 256 * 1024
+MAX_ID_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message as a broker delivered it."""
+
+    position: int
+    body: bytes
+    message_id: str | None = None
+    published_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event ready for the warehouse: its id and its payload as JSON text."""
+
+    event_id: str
+    payload: str
+    received_at: datetime | None = None
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class Poison:
+    """A message the consumer will not store, and why."""
+
+    reason: str
+    body: bytes
+    position: int | None = None
+    message_id: str | None = None
+
+
+def _usable_id(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | str) and str(value).strip():
+        return str(value)
+    return None
+
+
+def check_payload(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The parsed object, or why it cannot be stored."""
+    if len(text) > MAX_EVENT_BYTES:
+        return None, f"event is larger than {MAX_EVENT_BYTES} bytes"
+    if _NUL_ESCAPE in text:
+        return None, "event holds \\u0000, which a jsonb column cannot store"
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return None, f"not valid JSON: {exc}"
+    if not isinstance(value, dict):
+        return None, f"an event is a JSON object, not {type(value).__name__}"
+    return value, None
+
+
+def event_id_of(
+    value: dict[str, Any], *, message_id: str | None, id_field: str | None
+) -> tuple[str | None, str | None]:
+    """The id: the declared field, else the broker's message id, else ``event_id``."""
+    if id_field:
+        found = _usable_id(value.get(id_field))
+        if found is None:
+            return None, f"field {id_field!r} (the declared event_id_field) is missing or empty"
+    else:
+        found = message_id or _usable_id(value.get("event_id"))
+    if found is not None and len(found) > MAX_ID_CHARS:
+        return None, f"event id is longer than {MAX_ID_CHARS} characters"
+    return found, None
+
+
+def decode_message(message: Message, *, id_field: str | None, stream: str) -> Event | Poison:
+    """A broker message → event (id from the declared field, the message id, the
+    payload's ``event_id``, else the stream position) or poison."""
+    if len(message.body) > MAX_EVENT_BYTES:
+        return Poison(
+            f"event is larger than {MAX_EVENT_BYTES} bytes",
+            message.body,
+            message.position,
+            message.message_id,
+        )
+    try:
+        text = message.body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Poison(f"not UTF-8: {exc}", message.body, message.position, message.message_id)
+    value, reason = check_payload(text)
+    if value is None:
+        return Poison(reason or "unreadable", message.body, message.position, message.message_id)
+    event_id, reason = event_id_of(value, message_id=message.message_id, id_field=id_field)
+    if reason is not None:
+        return Poison(reason, message.body, message.position, message.message_id)
+    if event_id is None:
+        # No id anywhere: the stream position is unique within the stream, so a
+        # redelivery still lands once (a producer's retry, though, is a new event).
+        event_id = f"{stream}@{message.position}"
+    return Event(event_id, text, message.published_at, message.position)

@@ -1,0 +1,186 @@
+"""NATS JetStream (nats-py): reading and publishing, on the same contract as RabbitMQ.
+
+Each declared table is a JetStream stream of that name (subject: its name, unless the
+stream says otherwise). The reader makes an ephemeral pull consumer that starts at
+the sequence after the one stored in the warehouse; the broker's consumer state is
+never trusted for where to resume. It acknowledges (ack policy ``all``) only after a
+batch is committed. nats-py is asyncio; the reader and publisher run their own event
+loop, so the shared consumer stays plain blocking code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from events.decode import Message
+from events.exceptions import BrokerUnreachable, PublishNotConfirmed, StreamMissing
+
+BROKER = "NATS JetStream"
+MSG_ID_HEADER = "Nats-Msg-Id"
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 4222}"
+
+
+async def _connect(url: str) -> Any:
+    """A connection, or `BrokerUnreachable` within ``CONNECT_TIMEOUT_S`` (nats-py keeps
+    retrying a refused first connection by itself, so the wait is bounded here)."""
+    errors: list[BaseException] = []
+
+    async def on_error(exc: BaseException) -> None:
+        errors.append(exc)
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                url,
+                connect_timeout=2,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                error_cb=on_error,
+            ),
+            CONNECT_TIMEOUT_S,
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        cause = errors[-1] if errors else exc
+        reason = " ".join(str(cause).split()) or cause.__class__.__name__
+        raise BrokerUnreachable(BROKER, _where(url), reason) from None
+
+
+async def _stream_info(js: Any, stream: str) -> api.StreamInfo:
+    try:
+        return await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        raise StreamMissing(
+            BROKER,
+            stream,
+            f"add it (nats stream add, or events.publish, which adds it with subject {stream!r})",
+        ) from None
+
+
+class JetStreamReader:
+    """Reads one JetStream stream in sequence order; at most ``max_pending`` unacked."""
+
+    broker = BROKER
+
+    def __init__(self, url: str, stream: str, *, max_pending: int) -> None:
+        self.url = url
+        self.stream = stream
+        self.max_pending = max_pending
+        self.loop = asyncio.new_event_loop()
+        self.nc = self.loop.run_until_complete(_connect(url))
+        self.js = self.nc.jetstream()
+        self.info = self.loop.run_until_complete(_stream_info(self.js, stream))
+        self.subscription: Any = None
+        self._pending: dict[int, Any] = {}
+
+    def start(self, after: int | None) -> None:
+        subjects = list(self.info.config.subjects or [self.stream])
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.ALL
+            if after is None
+            else api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=None if after is None else after + 1,
+            ack_policy=api.AckPolicy.ALL,
+            ack_wait=600.0,
+            max_ack_pending=self.max_pending,
+            inactive_threshold=60.0,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+        )
+        self.subscription = self.loop.run_until_complete(
+            self.js.pull_subscribe(subjects[0], stream=self.stream, config=config)
+        )
+
+    def fetch(self, max_messages: int, max_wait_s: float) -> list[Message]:
+        try:
+            received = self.loop.run_until_complete(
+                self.subscription.fetch(batch=max_messages, timeout=max(max_wait_s, 0.05))
+            )
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        batch = []
+        for msg in received:
+            metadata = msg.metadata
+            position = metadata.sequence.stream
+            headers = msg.headers or {}
+            batch.append(
+                Message(position, msg.data, headers.get(MSG_ID_HEADER), metadata.timestamp)
+            )
+            self._pending[position] = msg
+        return batch
+
+    def acknowledge(self, through: int) -> None:
+        msg = self._pending.get(through)
+        if msg is not None:
+            self.loop.run_until_complete(msg.ack())
+        self._pending = {pos: msg for pos, msg in self._pending.items() if pos > through}
+
+    def tail(self) -> int | None:
+        info = self.loop.run_until_complete(_stream_info(self.js, self.stream))
+        return info.state.last_seq or None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.subscription is not None:
+                self.loop.run_until_complete(self.subscription.unsubscribe())
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(self.nc.close())
+        with contextlib.suppress(Exception):
+            self.loop.close()
+
+
+class JetStreamPublisher:
+    """Publishes with JetStream acks and ``Nats-Msg-Id`` (the broker drops a repeat
+    within the stream's duplicate window; the warehouse drops any later one)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.loop = asyncio.new_event_loop()
+        self.nc: Any = None
+        self.js: Any = None
+        self.declared: set[str] = set()
+
+    def _ensure(self) -> Any:
+        if self.nc is None or self.nc.is_closed:
+            self.nc = self.loop.run_until_complete(_connect(self.url))
+            self.js = self.nc.jetstream()
+            self.declared.clear()
+        return self.js
+
+    async def _declare(self, js: Any, stream: str) -> None:
+        try:
+            await js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            with contextlib.suppress(nats.js.errors.BadRequestError):
+                await js.add_stream(name=stream, subjects=[stream])
+
+    def publish(self, stream: str, event_id: str, body: bytes) -> None:
+        js = self._ensure()
+        try:
+            if stream not in self.declared:
+                self.loop.run_until_complete(self._declare(js, stream))
+                self.declared.add(stream)
+            self.loop.run_until_complete(
+                js.publish(stream, body, headers={MSG_ID_HEADER: event_id}, timeout=5)
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self.close()
+            reason = " ".join(str(exc).split()) or exc.__class__.__name__
+            raise PublishNotConfirmed(stream, event_id, reason) from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.nc is not None:
+                self.loop.run_until_complete(self.nc.close())
+        self.nc = None

@@ -1,0 +1,76 @@
+"""The warehouse contract every path shares, on a real warehouse: one transaction per
+batch with its position, dedupe by event_id, what the database refuses becomes a dead
+letter without losing the rest, and a replayed batch is not applied twice."""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+
+from events.decode import Message, decode_message
+from events.warehouse import StreamRef, ensure_stream_tables, read_position, write_batch
+from tests.events.conftest import execute
+
+REF = StreamRef("shop", "rabbitmq", "raw_shop", "orders_placed")
+
+
+@pytest.fixture
+def conn(warehouse_dsn: str):
+    connection = psycopg2.connect(warehouse_dsn)
+    ensure_stream_tables(connection, [REF])
+    ensure_stream_tables(connection, [REF])  # idempotent
+    yield connection
+    connection.close()
+
+
+def batch(*bodies: bytes, first: int = 0) -> list:
+    return [
+        decode_message(Message(first + n, body, None), id_field=None, stream=REF.stream)
+        for n, body in enumerate(bodies)
+    ]
+
+
+def test_a_value_the_warehouse_refuses_is_a_dead_letter_and_the_rest_is_stored(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str
+) -> None:
+    # Python's json accepts NaN; jsonb does not: only the database can tell.
+    events = batch(
+        b'{"event_id": "o1"}', b'{"event_id": "o2", "total": NaN}', b'{"event_id": "o3"}'
+    )
+
+    written = write_batch(conn, REF, events, position=2)
+
+    assert (written.stored, written.dead_letters, written.position) == (2, 1, 2)
+    assert execute(warehouse_dsn, "select event_id from raw_shop.orders_placed order by 1") == [
+        ("o1",),
+        ("o3",),
+    ]
+    ((position, error),) = execute(
+        warehouse_dsn, "select position, error from raw_shop._dead_letters"
+    )
+    assert position == 1
+    assert "refused by the warehouse" in error
+    assert read_position(conn, REF) == 2
+
+
+def test_a_replayed_batch_and_a_repeated_id_are_not_stored_twice(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str
+) -> None:
+    write_batch(conn, REF, batch(b'{"event_id": "a"}', b'{"event_id": "b"}'), position=1)
+    # A second consumer replays positions 0-1 and reads on to 2-3 (3 repeats "a").
+    replay = batch(
+        b'{"event_id": "a"}', b'{"event_id": "b"}', b'{"event_id": "c"}', b'{"event_id": "a"}'
+    )
+
+    written = write_batch(conn, REF, replay, position=3)
+
+    assert (written.replayed, written.stored, written.duplicates) == (2, 1, 1)
+    assert execute(warehouse_dsn, "select count(*) from raw_shop.orders_placed") == [(3,)]
+    row = execute(
+        warehouse_dsn,
+        "select position, events_stored, duplicates from ops.event_streams where stream = %s",
+        (REF.stream,),
+    )
+    assert row == [(3, 3, 1)]
+    # A batch older than the stored position never moves it back.
+    assert write_batch(conn, REF, batch(b'{"event_id": "z"}'), position=0).position == 3
