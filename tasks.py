@@ -163,6 +163,32 @@ def load(
 
 @task(
     help={
+        "host": "address to listen on (0.0.0.0 for every interface)",
+        "port": "port to listen on",
+        "source": "only this http source",
+    }
+)
+def collect(
+    c: Context,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    source: str = "",
+    target: str = "",
+    profiles_dir: str = "",
+) -> None:
+    """Run the HTTP event collector: POST /v1/events, 2xx only once the events are stored."""
+    extra = ["--source", source] if source else []
+    _cli(*_common(target, profiles_dir), "collect", "--host", host, "--port", str(port), *extra)
+
+
+@task(help={"source": "only this source"})
+def consume(c: Context, source: str = "", target: str = "", profiles_dir: str = "") -> None:
+    """Read the RabbitMQ and NATS JetStream streams continuously (Ctrl-C or SIGTERM stops)."""
+    _cli(*_common(target, profiles_dir), "consume", *(["--source", source] if source else []))
+
+
+@task(
+    help={
         "source": "the source's name; its DSN is in TIDEWATER_SOURCE_<NAME>_DSN",
         "schema": "schema in the source database",
         "views": "declare views too",
@@ -305,7 +331,7 @@ def test(c: Context, args: str = "") -> None:
 @task(
     help={
         "scale": "demo app scale; 200 ≈ 5 million events",
-        "what": "loaders (default), dbt, status, mysql, or all",
+        "what": "loaders (default), dbt, status, mysql, events, or all",
     }
 )
 def bench(c: Context, scale: float = 200.0, what: str = "loaders") -> None:
@@ -315,10 +341,11 @@ def bench(c: Context, scale: float = 200.0, what: str = "loaders") -> None:
         "dbt": "bench.dbt",
         "status": "bench.status",
         "mysql": "bench.mysql",
+        "events": "bench.events",
     }
     chosen = list(modules) if what == "all" else [what]
     for name in chosen:
         if name not in modules:
             raise Exit(f"unknown benchmark {name!r}; choose one of: {', '.join(modules)}, all")
-        scale_option = {"status": "", "mysql": ""}.get(name, f" --scale {scale}")
+        scale_option = {"status": "", "mysql": "", "events": ""}.get(name, f" --scale {scale}")
         _run(c, f"{PYTHON} -m {modules[name]}{scale_option}")

@@ -182,6 +182,24 @@ def _transform(args: argparse.Namespace) -> None:
     )
 
 
+def _collect(args: argparse.Namespace) -> None:
+    from control.jobs import run_collector
+
+    run_collector(
+        target=args.target,
+        profiles_dir=args.profiles_dir,
+        sources=args.source or (),
+        host=args.host,
+        port=args.port,
+    )
+
+
+def _consume(args: argparse.Namespace) -> None:
+    from control.jobs import run_consumer
+
+    run_consumer(target=args.target, profiles_dir=args.profiles_dir, sources=args.source or ())
+
+
 def _declare(args: argparse.Namespace) -> None:
     from control.declare import declare
 
@@ -266,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--json", action="store_true", help="print results as JSON")
     load.add_argument("--wait", type=float, default=0.0, help=WAIT_HELP)
     load.set_defaults(run=_load)
+    collect = commands.add_parser("collect", help="the HTTP event collector (POST /v1/events)")
+    collect.add_argument("--source", action="append", help="only this http source (repeatable)")
+    collect.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    collect.add_argument("--port", type=int, default=8787, help="port to listen on")
+    collect.set_defaults(run=_collect)
+    consume = commands.add_parser("consume", help="read the broker streams continuously")
+    consume.add_argument("--source", action="append", help="only this source (repeatable)")
+    consume.set_defaults(run=_consume)
     declare = commands.add_parser("declare", help="write a source's dbt sources YAML")
     declare.add_argument("--source", required=True, help="the source's name (raw_<name>)")
     declare.add_argument("--schema", default="public", help="schema in the source database")

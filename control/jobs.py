@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from control.setup import ensure_warehouse, grant_new_schemas, resolve_sources
-from control.summary import print_load_summary
-from loaders.config import check_dsn, load_sources, select_sources
+from control.summary import print_load_summary, print_stream_summary
+from loaders.config import EVENT_SOURCE_KINDS, SourceConfig, check_dsn, load_sources, select_sources
 from loaders.pipeline import LoadOptions, TableResult, load_all, prepare_warehouse, raise_on_failure
 from tidewater import lock
 from tidewater.cli import say, warn
@@ -23,6 +23,17 @@ from tidewater.exceptions import TidewaterError
 from tidewater.profile import Target, load_target
 from tidewater.progress import TableProgress
 from tidewater.runs import record_job, record_table_loads, write_record
+
+
+class StreamsFailed(TidewaterError):
+    """A broker stream could not be drained to its tail (the others were)."""
+
+    def __init__(self, failures: Sequence[str]) -> None:
+        self.failures = tuple(failures)
+        super().__init__(
+            f"{len(self.failures)} event stream(s) failed: {'; '.join(self.failures)}; "
+            "fix the cause and run `invoke load` again (each stream resumes where it stopped)"
+        )
 
 
 class RolesDrift(TidewaterError):
@@ -89,18 +100,20 @@ def run_load(
         LoadRunFailed: a table failed (the others loaded only with ``keep_going``).
     """
     declared = select_sources(load_sources(), list(sources) or None)
-    for source in declared:
+    table_sources = tuple(source for source in declared if source.kind not in EVENT_SOURCE_KINDS)
+    event_sources = tuple(source for source in declared if source.kind in EVENT_SOURCE_KINDS)
+    for source in table_sources:
         check_dsn(source)
     resolved = load_target(target, profiles_dir=profiles_dir)
     ensure_warehouse(resolved)
     with pipeline_lock(resolved, job="load", wait_s=wait_s):
-        connectors = resolve_sources(declared, target=resolved)
+        connectors = resolve_sources(table_sources, target=resolved)
         connect_warehouse = warehouse_connector(resolved)
-        total = sum(len(source.tables) for source in declared)
+        total = sum(len(source.tables) for source in table_sources)
         with record_job(connect_warehouse, "load") as run, TableProgress(total) as progress:
             new_schemas = prepare_warehouse(connect_warehouse, declared)
             results = load_all(
-                declared,
+                table_sources,
                 source_connectors=connectors,
                 connect_warehouse=connect_warehouse,
                 options=LoadOptions(
@@ -124,7 +137,7 @@ def run_load(
             # recorded job, so analysts can read the new tables at once.
             created = tuple(
                 source.raw_schema
-                for source in declared
+                for source in table_sources
                 if source.raw_schema in new_schemas
                 and any(r.source == source.name and r.status != "failed" for r in results)
             )
@@ -141,7 +154,59 @@ def run_load(
             for warning in warnings:
                 warn(warning)
             raise_on_failure(results)
+        if event_sources:
+            _drain_streams(event_sources, resolved, new_schemas, as_json=as_json)
     return results
+
+
+def _drain_streams(
+    sources: Sequence[SourceConfig], target: Target, new_schemas: Sequence[str], *, as_json: bool
+) -> None:
+    """Read every declared broker stream to its tail (job ``drain_events``), so one
+    `invoke load` brings tables and events; a stream that fails fails the load."""
+    import events
+
+    streams = events.drain(sources, connect_warehouse=warehouse_connector(target))
+    print_stream_summary(streams, as_json=as_json)
+    created = tuple(s.raw_schema for s in sources if s.raw_schema in new_schemas)
+    if created:
+        grant_new_schemas(target, created)
+    failed = [f"{r.source}.{r.stream}: {r.error}" for r in streams if r.status != "succeeded"]
+    if failed:
+        raise StreamsFailed(failed)
+
+
+def run_collector(
+    *,
+    target: str | None = None,
+    profiles_dir: str | None = None,
+    sources: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    port: int = 8787,
+) -> None:
+    """Serve ``POST /v1/events`` for the declared ``kind: http`` sources until stopped.
+
+    Each batch takes the raw and table locks a load takes, so the pipeline lock is not
+    needed (the collector runs beside the chain)."""
+    import events
+
+    declared = select_sources(load_sources(), list(sources) or None)
+    resolved = load_target(target, profiles_dir=profiles_dir)
+    ensure_warehouse(resolved)
+    say(f"collector listening on http://{host}:{port}/v1/events")
+    events.serve(declared, connect_warehouse=warehouse_connector(resolved), host=host, port=port)
+
+
+def run_consumer(
+    *, target: str | None = None, profiles_dir: str | None = None, sources: Sequence[str] = ()
+) -> None:
+    """Read every declared broker stream continuously until SIGTERM or Ctrl-C."""
+    import events
+
+    declared = select_sources(load_sources(), list(sources) or None)
+    resolved = load_target(target, profiles_dir=profiles_dir)
+    ensure_warehouse(resolved)
+    events.consume(declared, connect_warehouse=warehouse_connector(resolved))
 
 
 def run_transform(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 
+from events.consumer import StreamResult
 from loaders.pipeline import TableResult
 from tidewater.cli import print_table
 
@@ -56,3 +58,26 @@ def print_load_summary(results: list[TableResult], *, as_json: bool) -> None:
         ],
     )
     print(REREAD_NOTE)
+
+
+def print_stream_summary(results: Sequence[StreamResult], *, as_json: bool) -> None:
+    """What draining each event stream did."""
+    if as_json:
+        print(json.dumps([asdict(r) for r in results], default=str))
+        return
+    print_table(
+        ["stream", "kind", "status", "stored", "duplicates", "dead letters", "position", "seconds"],
+        [
+            [
+                f"{r.source}.{r.stream}",
+                r.kind,
+                r.status,
+                r.stored,
+                r.duplicates,
+                r.dead_letters,
+                r.position,
+                f"{r.seconds:.2f}",
+            ]
+            for r in results
+        ],
+    )

@@ -129,8 +129,10 @@ def consume(
             raise errors[0]
 
 
-def serve(*, target: str | None, profiles_dir: str | None, host: str, port: int) -> None:
+def serve(
+    sources: Sequence[SourceConfig], *, connect_warehouse: ConnectFn, host: str, port: int
+) -> None:
     """Run the HTTP collector for every ``kind: http`` source (blocks)."""
     from events.collector import serve as serve_collector
 
-    serve_collector(target=target, profiles_dir=profiles_dir, host=host, port=port)
+    serve_collector(sources, connect_warehouse=connect_warehouse, host=host, port=port)

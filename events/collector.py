@@ -270,15 +270,13 @@ def run_collector(
     )
 
 
-def serve(*, target: str | None, profiles_dir: str | None, host: str, port: int) -> None:
-    """The collector for the declared ``kind: http`` sources, on the target's warehouse."""
-    from loaders.config import load_sources
-    from tidewater.profile import load_target
-    from tidewater.setup import ensure_warehouse, warehouse_connector
-
-    refs = http_streams(load_sources())
-    resolved = load_target(target, profiles_dir=profiles_dir)
-    ensure_warehouse(resolved)
+def serve(
+    sources: Sequence[SourceConfig], *, connect_warehouse: ConnectFn, host: str, port: int
+) -> None:
+    """The collector for the declared ``kind: http`` sources (blocks until SIGINT/SIGTERM)."""
+    refs = http_streams(sources)
+    if not refs:
+        raise NoEventSources(("http",))
     started = time.monotonic()
-    run_collector(refs, warehouse_connector(resolved), host=host, port=port)
+    run_collector(refs, connect_warehouse, host=host, port=port)
     log.info("collector stopped after %.0fs", time.monotonic() - started)
