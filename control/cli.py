@@ -146,10 +146,15 @@ def _app(args: argparse.Namespace) -> None:
 
 def _simulate(args: argparse.Namespace) -> None:
     import demo_app.workload
-    from control.setup import ensure_demo_app
+    from control.demo import send_page_views
+    from control.setup import ensure_demo_app, ensure_warehouse
 
     counts = demo_app.workload.simulate(ensure_demo_app(), steps=args.steps, seed=args.seed)
     say("demo app workload: " + ", ".join(f"{key} {value}" for key, value in counts.items()))
+    # The shop's front end posts page views to the event collector.
+    target = load_target(args.target, profiles_dir=args.profiles_dir)
+    ensure_warehouse(target)
+    send_page_views(target, count=args.steps, seed=args.seed)
 
 
 def _load(args: argparse.Namespace) -> None:

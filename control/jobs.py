@@ -165,9 +165,14 @@ def _drain_streams(
     """Read every declared broker stream to its tail (job ``drain_events``), so one
     `invoke load` brings tables and events; a stream that fails fails the load."""
     import events
+    from events.consumer import prepare
 
+    # Every stream's tables exist from the first load on (a dbt source over a stream
+    # the collector has not been sent anything yet reads an empty table).
+    prepare(sources, warehouse_connector(target))
     streams = events.drain(sources, connect_warehouse=warehouse_connector(target))
-    print_stream_summary(streams, as_json=as_json)
+    if streams:
+        print_stream_summary(streams, as_json=as_json)
     created = tuple(s.raw_schema for s in sources if s.raw_schema in new_schemas)
     if created:
         grant_new_schemas(target, created)

@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from psycopg2 import sql
@@ -701,3 +701,32 @@ def _check_options(steps: int, probability: float, delay: int, pause: float) -> 
         raise InvalidOption("late_commit_delay", delay, "a whole number >= 1")
     if not pause >= 0:
         raise InvalidOption("pause", pause, "a number of seconds >= 0")
+
+
+PAGE_PATHS = ("/", "/products", "/products/{id}", "/cart", "/checkout", "/account", "/search")
+
+
+def page_views(count: int, *, seed: int | None = None) -> list[dict[str, object]]:
+    """Page views as the shop's web front end would post them to the event collector:
+    each with an id the client chose (so a retried POST stores it once), the stream, and
+    its fields."""
+    if count < 0:
+        raise InvalidOption("count must be zero or more")
+    rng = random.Random(seed)
+    views: list[dict[str, object]] = []
+    sessions = [
+        str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(max(1, count // 8))
+    ]
+    for _ in range(count):
+        path = rng.choice(PAGE_PATHS).replace("{id}", str(rng.randint(1, 200)))
+        views.append(
+            {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "stream": "page_views",
+                "session_id": rng.choice(sessions),
+                "page_path": path,
+                "referrer": rng.choice(["", "https://search.example/", "https://news.example/"]),
+                "viewed_at": datetime.now(UTC).isoformat(),
+            }
+        )
+    return views

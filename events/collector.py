@@ -30,7 +30,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -253,6 +253,39 @@ def http_streams(sources: Sequence[SourceConfig]) -> list[StreamRef]:
     if not refs:
         raise NoEventSources(("http",))
     return refs
+
+
+@contextlib.contextmanager
+def running_collector(
+    refs: Sequence[StreamRef],
+    connect_warehouse: ConnectFn,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[str]:
+    """A collector served from a thread of this process for the block (port 0: a free
+    one); yields its events URL. For the demo app and scripts; `run_collector` serves
+    a deployment."""
+    conn = connect_warehouse()
+    try:
+        ensure_stream_tables(conn, refs)
+    finally:
+        conn.close()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(build_app(refs, connect_warehouse), access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, host, port)
+    loop.run_until_complete(site.start())
+    bound = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, name="collector", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{bound}{PATH}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=60)
+        loop.close()
 
 
 def run_collector(
