@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 
-import psycopg2
+from bench import execute
 
 LOADER = """
 import json, sys, time
@@ -96,17 +96,6 @@ def mysql(args: argparse.Namespace, database: str | None, *statements: str) -> N
         conn.close()
 
 
-def pg(dsn: str, statement: str) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def with_dbname(dsn: str, name: str) -> str:
     return f"{dsn} dbname={name}" if "://" not in dsn else dsn.rsplit("/", 1)[0] + "/" + name
 
@@ -114,8 +103,8 @@ def with_dbname(dsn: str, name: str) -> str:
 def limit(args: argparse.Namespace, database: str, warehouse: str) -> float:
     """``mysql --batch --quick`` piped into ``psql … COPY FROM STDIN``: the same rows,
     the same two servers, no merge, no marks."""
-    pg(warehouse, "drop table if exists pipe_events")
-    pg(warehouse, PIPE_TABLE)
+    execute(warehouse, "drop table if exists pipe_events")
+    execute(warehouse, PIPE_TABLE)
     command = [
         shutil.which("mysql") or "mysql",
         "--batch",
@@ -145,10 +134,10 @@ def limit(args: argparse.Namespace, database: str, warehouse: str) -> float:
     if out.wait() != 0:
         raise SystemExit("the mysql client failed")
     elapsed = time.perf_counter() - started
-    copied = pg(warehouse, "select count(*) from pipe_events")[0][0]
+    copied = execute(warehouse, "select count(*) from pipe_events")[0][0]
     if copied != args.rows:
         raise SystemExit(f"the limit copied {copied} rows, not {args.rows}")
-    pg(warehouse, "drop table pipe_events")
+    execute(warehouse, "drop table pipe_events")
     return elapsed
 
 
@@ -193,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     auth = f"{args.mysql_user}:{args.mysql_password}" if args.mysql_password else args.mysql_user
     source_dsn = f"mysql://{auth}@{args.mysql_host}:{args.mysql_port}/{database}"
     mysql(args, None, f"create database {database}")
-    pg(args.warehouse, f"create database {warehouse_db}")
+    execute(args.warehouse, f"create database {warehouse_db}")
     try:
         started = time.perf_counter()
         mysql(args, database, CREATE, FILL.format(rows=args.rows))
@@ -232,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ratio >= 0.8 else 1
     finally:
         mysql(args, None, f"drop database if exists {database}")
-        pg(args.warehouse, f"drop database if exists {warehouse_db} with (force)")
+        execute(args.warehouse, f"drop database if exists {warehouse_db} with (force)")
 
 
 if __name__ == "__main__":

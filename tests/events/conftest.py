@@ -11,24 +11,12 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 
-import psycopg2
 import pytest
 
 RABBITMQ_URL = os.environ.get(
     "TIDEWATER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"
 )
 NATS_URL = os.environ.get("TIDEWATER_TEST_NATS_URL", "nats://127.0.0.1:4222")
-
-
-def execute(dsn: str, statement: str, params: tuple | dict | None = None) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 @pytest.fixture
