@@ -60,12 +60,9 @@ def _cli(*words: str) -> None:
 
 
 def _common(target: str | None, profiles_dir: str | None) -> list[str]:
-    options: list[str] = []
-    if target:
-        options += ["--target", target]
-    if profiles_dir:
-        options += ["--profiles-dir", profiles_dir]
-    return options
+    from control.jobs import target_options
+
+    return target_options(target or None, profiles_dir or None)
 
 
 @task

@@ -274,12 +274,13 @@ def run_verify_roles(*, target: str | None = None, profiles_dir: str | None = No
     """
     from roles.__main__ import main as roles_main
 
-    code = roles_main(["verify", *_target_options(target, profiles_dir)])
+    code = roles_main(["verify", *target_options(target, profiles_dir)])
     if code:
         raise RolesDrift(code)
 
 
-def _target_options(target: str | None, profiles_dir: str | None) -> list[str]:
+def target_options(target: str | None, profiles_dir: str | None) -> list[str]:
+    """``--target``/``--profiles-dir`` for a command line that takes them."""
     options: list[str] = []
     if target:
         options += ["--target", target]
