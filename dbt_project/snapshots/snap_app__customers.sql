@@ -1,5 +1,22 @@
 {% snapshot snap_app__customers %}
 
+{#- `check` rather than `timestamp`: a deletion at the source does not touch
+    `updated_at`, and `_loaded_at` also moves on reloads. -#}
+{{
+    config(
+        unique_key='customer_id',
+        strategy='check',
+        check_cols=[
+            'email',
+            'full_name',
+            'country_code',
+            'is_marketing_opt_in',
+            'signed_up_at',
+            'is_deleted',
+        ],
+    )
+}}
+
 with
 
 customers as (
