@@ -22,7 +22,7 @@ os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
 # One invoke process is one pipeline run: every job it runs (`invoke load transform`:
 # the load, the dbt build, the publish) records this id in
 # ops.job_runs.pipeline_run_id (see tidewater.runs).
-os.environ.setdefault("TIDEWATER_PIPELINE_RUN_ID", uuid.uuid4().hex[:12])
+os.environ["TIDEWATER_PIPELINE_RUN_ID"] = uuid.uuid4().hex[:12]
 
 
 class _Chain:

@@ -159,6 +159,40 @@ def layers(graph: Graph) -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
+def arrange(graph: Graph) -> list[tuple[str, list[tuple[str, str]]]]:
+    """`layers`, with each layer's nodes ordered to cut crossings for drawing: a few
+    barycentre sweeps, each node placed at the mean position of its neighbours in
+    the layer before (or after, on the way back)."""
+    ordered = layers(graph)
+    upstream: dict[str, list[str]] = {}
+    downstream: dict[str, list[str]] = {}
+    for up, down in graph.edges:
+        downstream.setdefault(up, []).append(down)
+        upstream.setdefault(down, []).append(up)
+
+    def positions() -> dict[str, float]:
+        return {
+            node_id: row - (len(members) - 1) / 2
+            for _, members in ordered
+            for row, (node_id, _) in enumerate(members)
+        }
+
+    for sweep in range(4):
+        neighbours = upstream if sweep % 2 == 0 else downstream
+        indices = range(1, len(ordered)) if sweep % 2 == 0 else range(len(ordered) - 2, -1, -1)
+        for index in indices:
+            where = positions()
+            layer, members = ordered[index]
+            centres = {node_id: _centre(node_id, neighbours, where) for node_id, _ in members}
+            ordered[index] = (layer, sorted(members, key=lambda item: (centres[item[0]], item[1])))
+    return ordered
+
+
+def _centre(node_id: str, neighbours: dict[str, list[str]], where: dict[str, float]) -> float:
+    near = [where[other] for other in neighbours.get(node_id, []) if other in where]
+    return sum(near) / len(near) if near else where[node_id]
+
+
 def mermaid_ids(graph: Graph) -> dict[str, str]:
     """Node id → Mermaid id: letters, digits and underscores, unique."""
     taken: set[str] = set()

@@ -1,7 +1,8 @@
 """``invoke status``: what ran, when, for how long, with how many rows; success
 rates, the last errors, freshness, and jobs trending slower than their history.
 
-All of it is plain SQL over the ``ops`` tables, so a BI tool can ask the same."""
+All of it is plain SQL over the ``ops`` tables (`control.queries`, shared with
+`invoke report`), so a BI tool can ask the same."""
 
 from __future__ import annotations
 
@@ -10,165 +11,36 @@ import sys
 from decimal import Decimal
 from typing import Any
 
+from control import queries
 from tidewater.cli import print_table
 from tidewater.db import connect
 from tidewater.profile import Target
 
-RECENT_RUNS = """
-select job, run_id, pipeline_run_id, started_at, duration_s, status, rows_loaded,
-    error_message, extract(epoch from now() - started_at) as age_s
-from ops.job_runs
-order by started_at desc
-limit %(limit)s
-"""
-
-# One row per invocation (`invoke load transform` = load + dbt build + publish):
-# the jobs sharing a pipeline_run_id. Rows from before that column existed, or
-# written without it, are an invocation each. Only invocations with a job among
-# the newest ones are grouped, so a year of history costs nothing extra.
-RECENT_PIPELINE_RUNS = """
-with recent as (
-    select distinct coalesce(pipeline_run_id, run_id) as pipeline_run_id
-    from (
-        select pipeline_run_id, run_id
-        from ops.job_runs
-        order by started_at desc
-        limit %(limit)s * 20
-    ) as newest_jobs
-),
-
-jobs as (
-    select recent.pipeline_run_id as invocation, job_runs.*
-    from recent
-    inner join ops.job_runs on job_runs.pipeline_run_id = recent.pipeline_run_id
-    union all
-    select recent.pipeline_run_id as invocation, job_runs.*
-    from recent
-    inner join ops.job_runs
-        on job_runs.run_id = recent.pipeline_run_id and job_runs.pipeline_run_id is null
-),
-
-invocations as (
-    select invocation,
-        min(started_at) as started_at,
-        max(coalesce(finished_at, now())) as finished_at,
-        case when bool_or(status = 'running') then 'running'
-            when bool_or(status = 'failed') then 'failed'
-            when bool_and(status = 'skipped') then 'skipped'
-            else 'succeeded' end as status,
-        sum(rows_loaded) as rows_loaded,
-        json_agg(json_build_object(
-            'job', job, 'run_id', run_id, 'status', status, 'duration_s', duration_s
-        ) order by started_at) as jobs,
-        (array_agg(job || ': ' || error_message order by started_at desc)
-            filter (where status = 'failed'))[1] as error_message
-    from jobs
-    group by invocation
-)
-
-select invocation as pipeline_run_id, started_at,
-    extract(epoch from finished_at - started_at) as duration_s,
-    extract(epoch from now() - started_at) as age_s,
-    status, rows_loaded, jobs, error_message
-from invocations
-order by started_at desc
-limit %(limit)s
-"""
-
-SUCCESS_RATE = """
-select job,
-    count(*) as runs,
-    count(*) filter (where status = 'succeeded') as succeeded,
-    round(100.0 * count(*) filter (where status = 'succeeded') / count(*), 1) as success_pct
-from ops.job_runs
-where started_at > now() - make_interval(days => %(days)s) and status <> 'running'
-group by job
-order by job
-"""
-
-LAST_ERRORS = """
-select started_at, extract(epoch from now() - started_at) as age_s, job, pipeline_run_id,
-    error_class, error_message
-from ops.job_runs
-where status = 'failed'
-order by started_at desc
-limit 5
-"""
-
-LAST_TABLE_LOADS = """
-select source_name || '.' || table_name as table_name, load_mode, status, rows_read,
-    rows_inserted, rows_updated, rows_deleted, rows_reread, duration_s
-from ops.table_loads
-where run_id = (
-    select run_id from ops.job_runs where job = 'load' and status <> 'running'
-    order by started_at desc limit 1
-)
-order by 1
-"""
-
-FRESHNESS = """
-select source_name || '.' || table_name as table_name,
-    max(started_at) filter (where status = 'succeeded') as last_loaded_at,
-    extract(epoch from now() - max(started_at) filter (where status = 'succeeded')) / 3600.0
-        as hours_ago,
-    extract(epoch from now() - max(started_at) filter (where status = 'succeeded')) as age_s
-from ops.table_loads
-group by 1
-order by 1
-"""
-
-# A job is trending slower when its last run took over 1.5x the median of its
-# previous 20 successful runs (and at least a second more).
-TRENDING_SLOWER = """
-with ranked as (
-    select job, duration_s,
-        row_number() over (partition by job order by started_at desc) as position
-    from ops.job_runs
-    where status = 'succeeded'
-),
-
-history as (
-    select job, percentile_cont(0.5) within group (order by duration_s) as median_s
-    from ranked
-    where position between 2 and 21
-    group by job
-    having count(*) >= 3
-)
-
-select ranked.job, ranked.duration_s as last_s, history.median_s
-from ranked
-inner join history on history.job = ranked.job
-where ranked.position = 1
-    and ranked.duration_s > 1.5 * history.median_s
-    and ranked.duration_s - history.median_s > 1
-order by ranked.job
-"""
+LAST_ERRORS = 5  # failed jobs listed
 
 
 def collect_status(conn: Any, *, days: int = 7, limit: int = 10) -> dict[str, Any]:
     """Everything `invoke status` shows, as plain data (``--json`` prints it as is:
     times as ISO 8601, durations and ages in seconds)."""
     with conn.cursor() as cur:
-        cur.execute("select to_regclass('ops.job_runs') is not null")
-        if not cur.fetchone()[0]:
+        (ops,) = queries.fetch(cur, queries.HAS_OPS)
+        if not ops["has_ops"]:
             return {"runs": [], "note": "no runs recorded yet; run `invoke load transform`"}
 
         def rows(query: str, **params: Any) -> list[dict[str, Any]]:
-            cur.execute(query, params)
-            names = [column.name for column in cur.description]
             return [
-                {name: _plain(value) for name, value in zip(names, row, strict=True)}
-                for row in cur.fetchall()
+                {name: _plain(value) for name, value in row.items()}
+                for row in queries.fetch(cur, query, **params)
             ]
 
         return {
-            "pipeline_runs": rows(RECENT_PIPELINE_RUNS, limit=limit),
-            "runs": rows(RECENT_RUNS, limit=limit),
-            "success_rate": rows(SUCCESS_RATE, days=days),
-            "last_errors": rows(LAST_ERRORS),
-            "last_load": rows(LAST_TABLE_LOADS),
-            "freshness": rows(FRESHNESS),
-            "trending_slower": rows(TRENDING_SLOWER),
+            "pipeline_runs": rows(queries.RECENT_PIPELINE_RUNS, limit=limit, pipeline_only=False),
+            "runs": rows(queries.RECENT_JOB_RUNS, limit=limit),
+            "success_rate": rows(queries.SUCCESS_RATE, days=days),
+            "last_errors": rows(queries.FAILURES, kinds=["job"], limit=LAST_ERRORS),
+            "last_load": rows(queries.TABLE_LOADS_PER_RUN, days=None, runs=1),
+            "freshness": rows(queries.FRESHNESS),
+            "trending_slower": rows(queries.TRENDING_SLOWER),
         }
 
 
@@ -286,7 +158,7 @@ def status_sections(status: dict[str, Any]) -> list[Section]:
             [
                 [
                     human_age(row["age_s"]),
-                    row["job"],
+                    row["name"],
                     row["pipeline_run_id"] or "",
                     row["error_class"] or "",
                     _one_line(row["error_message"]),

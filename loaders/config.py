@@ -24,8 +24,8 @@ from tidewater.paths import DBT_PROJECT_DIR
 
 Mode = Literal["incremental", "bulk"]
 MODES: tuple[Mode, ...] = ("incremental", "bulk")
-SourceKind = Literal["postgres", "redshift"]
-SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift")
+SourceKind = Literal["postgres", "redshift", "mysql"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("postgres", "redshift", "mysql")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day)s?\s*$")
 
 # The declaration's JSON schema: every setting the loaders read, with what each
@@ -93,14 +93,18 @@ SOURCE_SETTINGS: dict[str, Any] = {
         "source_schema": {
             "type": "string",
             "minLength": 1,
-            "description": "a schema name in the source database",
+            "description": "a schema name in the source database (for mysql: the database "
+            "name; default: the DSN's)",
         },
         "dsn_env": {
             "type": "string",
             "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
             "description": "the name of an environment variable, e.g. TIDEWATER_SOURCE_APP_DSN",
         },
-        "kind": {"enum": list(SOURCE_KINDS), "description": "postgres or redshift"},
+        "kind": {
+            "enum": list(SOURCE_KINDS),
+            "description": "postgres, redshift or mysql (MySQL and MariaDB)",
+        },
         "source_lock_timeout": _TIMEOUT,
         "source_statement_timeout": _TIMEOUT,
     },
@@ -344,7 +348,8 @@ def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfi
     return SourceConfig(
         name=name,
         raw_schema=str(source.get("schema") or f"raw_{name}"),
-        source_schema=str(meta.get("source_schema") or "public"),
+        # MySQL: the database, by default the one the DSN names (see loaders.sources.mysql)
+        source_schema=str(meta.get("source_schema") or ("" if kind == "mysql" else "public")),
         dsn_env=str(meta.get("dsn_env") or f"TIDEWATER_SOURCE_{name.upper()}_DSN"),
         tables=tuple(tables),
         declared_in=path,
@@ -390,6 +395,11 @@ def check_dsn(source: SourceConfig) -> None:
     anything connects: libpq's own complaints are tracebacks or echo the string."""
     value = os.environ.get(source.dsn_env)
     if not value:
+        return
+    if source.kind == "mysql":
+        from loaders.dsn import parse_mysql_dsn
+
+        parse_mysql_dsn(value, env=source.dsn_env)
         return
     try:
         params = parse_dsn(value)

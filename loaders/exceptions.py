@@ -29,14 +29,18 @@ class MalformedDsn(LoaderError):
     The message names the variable, never its value (which may hold a password).
     """
 
-    def __init__(self, env: str, problem: str) -> None:
+    def __init__(self, env: str, problem: str, *, example: str | None = None) -> None:
         self.env = env
         self.problem = problem
-        super().__init__(
-            f"{env} is not a connection string ({problem}); set it to a URL like "
-            "postgresql://user:password@host:5432/dbname, or to key=value pairs like "
-            "'host=db.internal port=5432 dbname=app user=reader'"
-        )
+        self.example = example
+        if example:
+            hint = f"set it to a URL like {example}"
+        else:
+            hint = (
+                "set it to a URL like postgresql://user:password@host:5432/dbname, or to "
+                "key=value pairs like 'host=db.internal port=5432 dbname=app user=reader'"
+            )
+        super().__init__(f"{env} is not a connection string ({problem}); {hint}")
 
 
 class SchemaConflict(LoaderError):
@@ -148,4 +152,24 @@ class LoadRunFailed(LoaderError):
         super().__init__(
             f"{len(self.failures)} table(s) failed to load ({names}); "
             f"first error: {self.failures[0]}"
+        )
+
+
+class SourceUnreachable(LoaderError):
+    """A source could not be connected to. The message names the source, its DSN's
+    environment variable and where it points (user, host, port, database), never the
+    password."""
+
+    def __init__(
+        self, source: str, env: str, reason: str, where: str = "", *, code: int | None = None
+    ) -> None:
+        self.source = source
+        self.code = code  # the driver's error number, where it has one
+        self.env = env
+        self.reason = reason
+        self.where = where
+        at = f" at {where}" if where else ""
+        super().__init__(
+            f"cannot connect to source {source}{at} ({env}): {reason}; check {env} "
+            "(host, port, user, password, database) and that the server is up"
         )

@@ -126,6 +126,9 @@ class ReadWindow:
     after: bool = False
 
 
+ALL_ROWS = ReadWindow(None)
+
+
 @dataclass(frozen=True)
 class NextRead:
     """The plan for the next read of a table, recorded with its mark."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Literal
 
 import psycopg2.errors
 from psycopg2 import sql
@@ -174,12 +174,32 @@ def create_stage(
     )
 
 
-def copy_in(cur: Cursor, target: sql.Composable, columns: Sequence[str], source: IO[bytes]) -> int:
-    """COPY rows in text format from ``source`` into ``target``; returns the row count."""
-    statement = sql.SQL("copy {} ({}) from stdin").format(
-        target, sql.SQL(", ").join(map(sql.Identifier, columns))
+NULL_MARKER = r"\N"
+# Bytes per read of a COPY's input (psycopg2 reads 8 KiB at a time by default).
+COPY_CHUNK = 1 << 18
+
+
+def copy_in(
+    cur: Cursor,
+    target: sql.Composable,
+    columns: Sequence[str],
+    source: IO[bytes],
+    *,
+    format: Literal["text", "csv"] = "text",
+) -> int:
+    """COPY rows from ``source`` into ``target``; returns the row count.
+
+    ``format``: PostgreSQL's COPY text format, or CSV with ``\\N`` as NULL (what
+    Redshift's UNLOAD writes)."""
+    options = (
+        sql.SQL(" with (format csv, null {})").format(sql.Literal(NULL_MARKER))
+        if format == "csv"
+        else sql.SQL("")
     )
-    cur.copy_expert(statement.as_string(cur), source)
+    statement = sql.SQL("copy {} ({}) from stdin{}").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, columns)), options
+    )
+    cur.copy_expert(statement.as_string(cur), source, size=COPY_CHUNK)
     return cur.rowcount
 
 

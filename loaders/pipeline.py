@@ -4,6 +4,10 @@ For each table: read a consistent snapshot of the source, stream the rows in the
 read window through COPY into a staging table, merge by primary key, detect
 deletes, and write the high-water mark — all committed together, so a crash at
 any point leaves the warehouse and the mark as they were.
+
+This is the one per-table skeleton: warehouse session settings, the raw lock, the
+table-load lock, the raw table, merges, marks and retries are written here once;
+what differs between source databases is a source engine (`loaders.sources`).
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Literal
 
 import psycopg2
 import psycopg2.errors
@@ -33,32 +35,17 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from loaders import deletes
-from loaders.catalog import (
-    declared_ancestors,
-    fit_to_warehouse,
-    source_keeps_unique,
-    validate_table,
-)
+from loaders.catalog import fit_to_warehouse
 from loaders.config import SourceConfig, TableConfig
+from loaders.deletes import bucket_filter, differing_buckets, summarize
 from loaders.exceptions import (
     BadData,
+    DeclarationError,
     LoadRunFailed,
     NonUniqueKey,
-    SourceLocked,
-    SourceStatementTimeout,
     TableLoadFailed,
 )
-from loaders.extract import (
-    ReadWindow,
-    build_query,
-    configure_session,
-    copy_out,
-    find_split_key,
-    open_snapshot,
-    plan_next_read,
-    window_stats,
-)
+from loaders.extract import ReadWindow, plan_next_read
 from loaders.load import (
     STAGE,
     RawTable,
@@ -72,66 +59,40 @@ from loaders.load import (
     prepare_raw_table,
     replace_if_changed,
 )
+from loaders.results import (
+    DEFAULT_OPTIONS,
+    ConnectFn,
+    LoadOptions,
+    Status,
+    TableResult,
+    aware,
+    new_batch_id,
+)
+from loaders.sources import engine_for
+from loaders.sources.base import SourceEngine
 from loaders.state import Mark, ensure_state_table, read_mark, write_mark
 from tidewater.db import connect, is_transient
 from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load
 
-Status = Literal["succeeded", "failed", "skipped"]
-ConnectFn = Callable[[], psycopg2.extensions.connection]
+__all__ = [
+    "ConnectFn",
+    "LoadOptions",
+    "Status",
+    "TableResult",
+    "connector",
+    "load_all",
+    "load_table",
+    "load_with_retries",
+    "new_batch_id",
+    "prepare_warehouse",
+    "raise_on_failure",
+]
+
 log = logging.getLogger(__name__)
 CURSOR_TYPES = frozenset({"timestamp with time zone", "timestamp without time zone"})
 # Data errors: SQLSTATE class 22 (data exception) and invalid encodings.
 BAD_DATA_CLASSES = ("22",)
-
-
-@dataclass
-class TableResult:
-    """The numbers of one table load."""
-
-    source: str
-    table: str
-    mode: str
-    batch_id: str
-    status: Status = "succeeded"
-    rows_read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    reread: int = 0
-    mark_before: datetime | None = None
-    mark_after: datetime | None = None
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    duration_s: float = 0.0
-    # how long the source transaction was held (its snapshot and its read locks)
-    source_held_s: float | None = None
-    # incremental loads: 'proven', 'held: …', 'unproven: …' or 'off' (see
-    # loaders.extract.plan_next_read)
-    late_commit_safety: str | None = None
-    attempts: int = 1
-    error: str | None = None
-    error_class: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    failure: TableLoadFailed | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def name(self) -> str:
-        return f"{self.source}.{self.table}"
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    workers: int = 4
-    retries: int = 5
-    keep_going: bool = False
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    warehouse_type: Literal["postgres", "redshift"] = "postgres"
-    s3_staging: str | None = None  # s3://bucket/prefix, for a Redshift warehouse
-    iam_role: str | None = None  # the role Redshift's COPY reads S3 with
-
-
-def new_batch_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+_aware = aware  # the name the Redshift warehouse path imports
 
 
 class _Pipe:
@@ -160,20 +121,30 @@ class _Pipe:
 
 
 def _copy_between(
-    source_cur: psycopg2.extensions.cursor,
-    query: sql.Composable,
-    params: dict,
+    engine: SourceEngine,
+    produce: Callable[..., None],
     warehouse_cur: psycopg2.extensions.cursor,
     target: sql.Composable,
     columns: list[str],
 ) -> int:
+    """Run ``produce(sink)`` (an engine's `copy_out`) into the warehouse's COPY."""
     pipe = _Pipe()
-    thread = pipe.produce(lambda: copy_out(source_cur, query, params, pipe.writer))
+    thread = pipe.produce(lambda: produce(pipe.writer))
     try:
-        count = copy_in(warehouse_cur, target, columns, pipe.reader)
-    finally:
+        count = copy_in(warehouse_cur, target, columns, pipe.reader, format=engine.copy_format)
+    except BaseException:
+        # The source's failure is the cause when the producer had already failed
+        # before the reader is closed here (its stream ended, maybe mid-row, which the
+        # warehouse reports instead). The error is set before the writer closes.
+        producer_failed_first = pipe.error is not None
         pipe.reader.close()  # unblocks the producer if the consumer failed
         thread.join()
+        if producer_failed_first:
+            assert pipe.error is not None
+            raise pipe.error from None
+        raise
+    pipe.reader.close()
+    thread.join()
     if pipe.error is not None:
         raise pipe.error
     return count
@@ -186,33 +157,31 @@ def load_table(
     connect_source: ConnectFn,
     connect_warehouse: ConnectFn,
     batch_id: str,
+    options: LoadOptions = DEFAULT_OPTIONS,
 ) -> TableResult:
     """Load one table in one warehouse transaction (one attempt).
 
     Two phases. The source phase reads everything this load needs from one
-    repeatable-read snapshot — the read window, and for delete detection the key
-    checksums and the ranges that differ — streaming rows into staging tables in
-    the warehouse. Then the source transaction ends, and only then does the
-    warehouse merge, build indexes and write the mark: the source is held (its
-    ``ACCESS SHARE`` locks, its snapshot) for the reads alone (``source_held_s``).
+    consistent snapshot of the source (its engine's) — the read window, and for
+    delete detection the key checksums and the ranges that differ — streaming rows
+    into staging tables in the warehouse. Then the source transaction ends, and
+    only then does the warehouse merge, build indexes and write the mark: the
+    source is held (its locks, its snapshot) for the reads alone (``source_held_s``).
     """
     result = TableResult(source.name, table.name, table.mode, batch_id)
     started = time.perf_counter()
-    source_conn = connect_source()
-    warehouse_conn = connect_warehouse()
+    engine_class = engine_for(source.kind)
+    engine = engine_class(source, connect_source, options=options)
     try:
-        src = source_conn.cursor()
-        snapshot = open_snapshot(
-            source_conn,
-            relation=(source.source_schema, table.name) if table.detect_deletes else None,
-            lock_timeout=source.lock_timeout,
-            statement_timeout=source.statement_timeout,
-        )
-        columns = validate_table(src, source, table)
+        warehouse_conn = connect_warehouse()
+    except BaseException:
+        engine.close()
+        raise
+    try:
+        snapshot = engine.open_snapshot(table)
+        columns = engine.columns(table)
         cursor_type = next((c.warehouse_type for c in columns if c.name == table.cursor), None)
         if table.mode == "incremental" and cursor_type not in CURSOR_TYPES:
-            from loaders.exceptions import DeclarationError
-
             raise DeclarationError(
                 f"{source.name}.{table.name}",
                 f"cursor {table.cursor!r} has type {cursor_type}; an incremental cursor must be "
@@ -228,7 +197,7 @@ def load_table(
         hold_table_load(wh, f"{source.raw_schema}.{table.name}")
         columns, notes = fit_to_warehouse(wh, columns)
         result.warnings += [f"{result.name}: {note}" for note in notes]
-        for parent in declared_ancestors(src, source, table):
+        for parent in engine.declared_ancestors(table):
             result.warnings.append(
                 f"{result.name} is a partition of {source.name}.{parent}, which is declared "
                 f"too: its rows are stored twice ({source.raw_schema}.{parent} and "
@@ -250,12 +219,17 @@ def load_table(
             previous = None if created else read_mark(wh, source.name, table.name)
             if previous is not None:
                 window = ReadWindow(previous.read_from, previous.read_after)
-            _read_incremental(src, wh, source, table, raw, window, previous, result, merges)
+            _read_incremental(engine, wh, table, raw, window, previous, result, merges)
         else:
-            _read_bulk(src, wh, source, raw, result, merges)
+            _read_bulk(engine, wh, raw, result, merges)
         # Reconcile deletes only when the source's delete counter moved since the
         # last reconciliation (or cannot be read, as for views).
-        if (
+        if table.detect_deletes and not engine.detects_deletes:
+            result.warnings.append(
+                f"{result.name}: detect_deletes is not available for {source.kind} sources; "
+                "load the table with mode: bulk to mark rows that are gone"
+            )
+        elif (
             table.detect_deletes
             and table.primary_key
             and table.mode == "incremental"
@@ -265,9 +239,9 @@ def load_table(
                 or previous.source_deletes != snapshot.source_deletes
             )
         ):
-            _read_deletes(src, wh, source, raw, names, batch_id, result, merges)
+            _read_deletes(engine, wh, raw, names, batch_id, result, merges)
         # Every read is done: end the source transaction before the warehouse's work.
-        source_conn.rollback()
+        engine.end_read()
         result.source_held_s = time.perf_counter() - started
         for merge in merges:
             merge()
@@ -282,7 +256,7 @@ def load_table(
                 previous_look=previous.looked_at if previous else None,
                 previously_open=previous.open_transactions if previous else (),
                 lag=table.lag,
-                protect=table.late_commit_protection,
+                protect=table.late_commit_protection and engine.sees_open_transactions,
             )
             write_mark(
                 wh,
@@ -310,90 +284,26 @@ def load_table(
         warehouse_conn.rollback()
         reason = " ".join(str(exc).split())
         if "invalid byte sequence" in reason:
-            reason += _locate_invalid_text(connect_source, source, table)
+            reason += engine.locate_invalid_text(table)
         raise BadData(f"{source.name}.{table.name}", reason) from exc
-    except psycopg2.errors.LockNotAvailable as exc:
-        if _raised_by(exc, source_conn):
-            raise SourceLocked(f"{source.name}.{table.name}", source.lock_timeout) from exc
-        raise
-    except psycopg2.errors.QueryCanceled as exc:
-        if _raised_by(exc, source_conn):
-            raise SourceStatementTimeout(
-                f"{source.name}.{table.name}", source.statement_timeout
-            ) from exc
+    except Exception as exc:
+        translated = engine.translate_error(exc, f"{source.name}.{table.name}")
+        if translated is not None:
+            raise translated from exc
         raise
     finally:
         result.duration_s = time.perf_counter() - started
         if result.source_held_s is None:
             result.source_held_s = result.duration_s
-        for conn in (source_conn, warehouse_conn):
-            with contextlib.suppress(psycopg2.Error):
-                conn.close()
+        engine.close()
+        with contextlib.suppress(psycopg2.Error):
+            warehouse_conn.close()
     return result
 
 
-def _raised_by(exc: psycopg2.Error, conn: psycopg2.extensions.connection) -> bool:
-    """Whether a statement on ``conn`` raised the error (COPY errors of the source
-    side reach the consumer through the pipe, with the source's cursor)."""
-    cursor = getattr(exc, "cursor", None)
-    return cursor is not None and cursor.connection is conn
-
-
-def _locate_invalid_text(
-    connect_source: ConnectFn, source: SourceConfig, table: TableConfig
-) -> str:
-    """Find the first key and column holding bytes that are not valid UTF-8."""
-    conn = connect_source()
-    try:
-        conn.autocommit = True
-        configure_session(
-            conn, lock_timeout=source.lock_timeout, statement_timeout=source.statement_timeout
-        )
-        cur = conn.cursor()
-        columns = validate_table(cur, source, table)
-        texts = [
-            c.name
-            for c in columns
-            if c.warehouse_type in ("text", "character varying")
-            or c.warehouse_type.startswith(("character varying(", "character("))
-        ]
-        keys = list(table.primary_key) or [columns[0].name]
-        if not texts:
-            return ""
-        cur.execute(
-            sql.SQL("select {}, {} from {}").format(
-                sql.SQL(", ").join(
-                    sql.SQL("cast({} as text)").format(sql.Identifier(k)) for k in keys
-                ),
-                sql.SQL(", ").join(
-                    sql.SQL("convert_to({}, 'SQL_ASCII')").format(sql.Identifier(c)) for c in texts
-                ),
-                sql.Identifier(source.source_schema, table.name),
-            )
-        )
-        for row in cur:
-            for name, value in zip(texts, row[len(keys) :], strict=True):
-                if value is None:
-                    continue
-                try:
-                    bytes(value).decode("utf-8")
-                except UnicodeDecodeError:
-                    key = ", ".join(f"{k}={v}" for k, v in zip(keys, row, strict=False))
-                    return (
-                        f" (first at key {key}, column {name}); fix the value at the source "
-                        "or convert the column (e.g. with convert_from) in a view and load that"
-                    )
-        return ""
-    except psycopg2.Error:
-        return ""
-    finally:
-        conn.close()
-
-
 def _read_incremental(
-    src: psycopg2.extensions.cursor,
+    engine: SourceEngine,
     wh: psycopg2.extensions.cursor,
-    source: SourceConfig,
     table: TableConfig,
     raw: RawTable,
     window: ReadWindow,
@@ -404,37 +314,22 @@ def _read_incremental(
     """Stream the window above the mark into the warehouse; the merge is queued."""
     assert table.cursor is not None
     result.mark_before = previous.mark if previous else None
-    rows, maximum, reread = window_stats(
-        src,
-        source.source_schema,
-        table.name,
-        table.cursor,
-        window.read_from,
-        result.mark_before,
-        read_after=window.after,
-    )
+    rows, maximum, reread = engine.window_stats(table, window, result.mark_before)
     result.rows_read, result.reread = max(rows, 0), reread
-    result.mark_after = _aware(maximum)
+    result.mark_after = aware(maximum)
     if rows == 0 or maximum is None:
         return
-    query, params = build_query(
-        source.source_schema,
-        table.name,
-        raw.columns,
-        cursor_column=table.cursor,
-        read_from=window.read_from,
-        read_after=window.after,
-    )
+    produce = partial(engine.copy_out, table.name, raw.columns, cursor=table.cursor, window=window)
     names = [column.name for column in raw.columns]
     wh.execute(sql.SQL("select exists (select from {})").format(raw.identifier))
     empty = not wh.fetchone()[0]
     # The source itself guarantees unique keys (a primary key or unique index): a first
     # load can COPY straight into the raw table. Otherwise (views, declared keys) rows
     # go through the stage, which is checked for one key holding different rows.
-    unique_at_source = source_keeps_unique(src, source.source_schema, table.name, table.primary_key)
+    unique_at_source = engine.keys_unique(table.name, table.primary_key)
     if empty and unique_at_source:
         # First load into an empty table: COPY straight in (indexes come after).
-        result.inserted = _copy_between(src, query, params, wh, raw.identifier, names)
+        result.inserted = _copy_between(engine, produce, wh, raw.identifier, names)
         result.rows_read = result.inserted
 
         def index_first_load() -> None:
@@ -444,19 +339,10 @@ def _read_incremental(
         merges.append(index_first_load)
         return
     create_stage(wh, raw)
-    result.rows_read = _copy_between(src, query, params, wh, sql.Identifier(STAGE), names)
+    result.rows_read = _copy_between(engine, produce, wh, sql.Identifier(STAGE), names)
     if not unique_at_source and not empty:
         # A new row may repeat the key of an old one below the window: ask the source.
-        split = find_split_key(
-            src,
-            source.source_schema,
-            table.name,
-            raw.columns,
-            table.primary_key,
-            cursor_column=table.cursor,
-            read_from=window.read_from,
-            read_after=window.after,
-        )
+        split = engine.find_split_key(table, raw.columns, window)
         if split is not None:
             raise NonUniqueKey(result.name, table.primary_key, *split)
 
@@ -473,29 +359,19 @@ def _read_incremental(
     merges.append(merge)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """Cursor values of `timestamp without time zone` columns are taken as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _read_bulk(
-    src: psycopg2.extensions.cursor,
+    engine: SourceEngine,
     wh: psycopg2.extensions.cursor,
-    source: SourceConfig,
     raw: RawTable,
     result: TableResult,
     merges: list[Callable[[], None]],
 ) -> None:
-    query, params = build_query(source.source_schema, raw.name, raw.columns)
     names = [column.name for column in raw.columns]
     create_stage(wh, raw)
-    result.rows_read = _copy_between(src, query, params, wh, sql.Identifier(STAGE), names)
+    produce = partial(engine.copy_out, raw.name, raw.columns)
+    result.rows_read = _copy_between(engine, produce, wh, sql.Identifier(STAGE), names)
     # Asked of the source while its transaction is open; the check runs in the merge.
-    keys_unique = not raw.primary_key or source_keeps_unique(
-        src, source.source_schema, raw.name, raw.primary_key
-    )
+    keys_unique = not raw.primary_key or engine.keys_unique(raw.name, raw.primary_key)
 
     def merge() -> None:
         ensure_indexes(wh, raw)
@@ -515,9 +391,8 @@ DELETE_STAGE = "_tidewater_stage_ranges"
 
 
 def _read_deletes(
-    src: psycopg2.extensions.cursor,
+    engine: SourceEngine,
     wh: psycopg2.extensions.cursor,
-    source: SourceConfig,
     raw: RawTable,
     names: list[str],
     batch_id: str,
@@ -529,11 +404,10 @@ def _read_deletes(
 
     The warehouse side is summarized as it will be after the window's merge — the
     live raw keys and the keys staged — so the comparison needs no merge first and
-    the source is released before any merging.
+    the source is released before any merging. Both sides hash keys the engine's
+    way (``engine.checksum``).
     """
-    in_source = deletes.summarize(
-        src, raw, sql.Identifier(source.source_schema, raw.name), live_only=False
-    )
+    in_source = engine.key_summary(raw)
     keys = sql.SQL(", ").join(map(sql.Identifier, raw.primary_key))
     staged = sql.SQL("union select {keys} from {stage}").format(
         keys=keys, stage=sql.Identifier(STAGE)
@@ -542,19 +416,14 @@ def _read_deletes(
     after_merge = sql.SQL(
         "(select {keys} from {raw} where _deleted_at is null {staged}) as after_merge"
     ).format(keys=keys, raw=raw.identifier, staged=staged if wh.fetchone()[0] else sql.SQL(""))
-    in_warehouse = deletes.summarize(wh, raw, after_merge, live_only=False)
-    differing = deletes.differing_buckets(in_source, in_warehouse)
+    in_warehouse = summarize(wh, raw, after_merge, live_only=False, checksum=engine.checksum)
+    differing = differing_buckets(in_source, in_warehouse)
     if not differing:
         return
-    query, params = build_query(
-        source.source_schema,
-        raw.name,
-        raw.columns,
-        extra_filter=deletes.bucket_filter(raw, differing),
-    )
     create_stage(wh, raw, name=DELETE_STAGE)
-    result.reread += _copy_between(src, query, params, wh, sql.Identifier(DELETE_STAGE), names)
-    keys_unique = source_keeps_unique(src, source.source_schema, raw.name, raw.primary_key)
+    produce = partial(engine.copy_out, raw.name, raw.columns, buckets=(raw, differing))
+    result.reread += _copy_between(engine, produce, wh, sql.Identifier(DELETE_STAGE), names)
+    keys_unique = engine.keys_unique(raw.name, raw.primary_key)
 
     def reconcile() -> None:
         if not keys_unique:
@@ -568,14 +437,10 @@ def _read_deletes(
             raw,
             batch_id,
             keys=DELETE_STAGE,
-            within=deletes.bucket_filter(raw, differing, "target"),
+            within=bucket_filter(raw, differing, "target", checksum=engine.checksum),
         )
 
     merges.append(reconcile)
-
-
-def _classify(exc: BaseException) -> str:
-    return "transient" if is_transient(exc) else "terminal"
 
 
 def load_with_retries(
@@ -594,23 +459,24 @@ def load_with_retries(
         nonlocal attempts
         attempts += 1
 
+    engine = engine_for(source.kind)
+
+    def transient(exc: BaseException) -> bool:
+        return is_transient(exc) or engine.is_transient(exc)
+
     retrying = Retrying(
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(transient),
         stop=stop_after_attempt(options.retries),
         wait=wait_exponential_jitter(multiplier=options.backoff_initial, max=options.backoff_max),
         before=count,
         reraise=True,
     )
     started = datetime.now(UTC)
-    loader = load_table
+    loader = partial(load_table, options=options)
     if options.warehouse_type == "redshift":
         from loaders.redshift_pipeline import load_table_redshift
 
-        loader = partial(load_table_redshift, options=options)  # type: ignore[assignment]
-    elif source.kind == "redshift":
-        from loaders.redshift_source import load_table_from_redshift
-
-        loader = partial(load_table_from_redshift, options=options)  # type: ignore[assignment]
+        loader = partial(load_table_redshift, options=options)
     try:
         result = retrying(
             loader,
@@ -622,7 +488,7 @@ def load_with_retries(
         )
     except Exception as exc:
         raise TableLoadFailed(
-            f"{source.name}.{table.name}", exc, transient=is_transient(exc), attempts=attempts
+            f"{source.name}.{table.name}", exc, transient=transient(exc), attempts=attempts
         ) from exc
     return replace(result, attempts=attempts, started_at=started)
 
@@ -632,7 +498,7 @@ def load_all(
     *,
     source_connectors: dict[str, ConnectFn],
     connect_warehouse: ConnectFn,
-    options: LoadOptions = LoadOptions(),
+    options: LoadOptions = DEFAULT_OPTIONS,
     on_done: Callable[[TableResult], None] | None = None,
     only_tables: set[str] | None = None,
     prepared: bool = False,
@@ -705,7 +571,7 @@ def _outcome(
             batch_id,
             status="failed",
             error=str(failure),
-            error_class=_classify(failure.error),
+            error_class="transient" if failure.transient else "terminal",
             attempts=failure.attempts,
             failure=failure,
         )

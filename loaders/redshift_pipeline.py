@@ -5,31 +5,20 @@ high-water mark then run in one Redshift transaction (see `redshift.plan_load`).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import psycopg2
 
 from loaders.catalog import validate_table
 from loaders.config import SourceConfig, TableConfig
-from loaders.exceptions import LoaderError
 from loaders.extract import build_query, next_read_from, open_snapshot, window_stats
 from loaders.redshift import RedshiftLoad, plan_load, run_load, stage_to_s3
-
-if TYPE_CHECKING:
-    from loaders.pipeline import ConnectFn, LoadOptions, TableResult
+from loaders.results import ConnectFn, LoadOptions, TableResult
+from loaders.results import aware as _aware
+from loaders.sources.redshift import MissingStaging
 
 READ_MARK = (
     "select mark, read_from from ops.high_water_marks where source_name = %s and table_name = %s"
 )
-
-
-class MissingStaging(LoaderError):
-    def __init__(self) -> None:
-        super().__init__(
-            "a Redshift warehouse loads through S3: export TIDEWATER_S3_STAGING=s3://bucket/prefix "
-            "and TIDEWATER_REDSHIFT_IAM_ROLE=arn:aws:iam::…:role/… (a role Redshift may assume "
-            "to read the bucket)"
-        )
 
 
 def load_table_redshift(
@@ -42,8 +31,6 @@ def load_table_redshift(
     options: LoadOptions,
 ) -> TableResult:
     import boto3
-
-    from loaders.pipeline import TableResult, _aware
 
     if not options.s3_staging or not options.iam_role:
         raise MissingStaging

@@ -74,10 +74,24 @@ def test_load_transform_builds_marts_that_agree_with_the_source(project: Project
     ]
     assert query(project.warehouse, "select count(*) from ops.table_loads")[0][0] == len(RAW_TABLES)
 
-    # A second run succeeds and changes no row in raw_app.
+    # A second run succeeds and changes no row in raw_app; with nothing new, the
+    # transform does not start dbt and records that it had nothing to do.
     before = raw_fingerprint(project.warehouse)
-    project.invoke("load", "transform")
+    marts = query(project.warehouse, "select sum(order_total) from marts.fct_orders")
+    second = project.invoke("load", "transform")
     assert raw_fingerprint(project.warehouse) == before
+    assert "nothing to transform" in second.stderr
+    assert "Completed successfully" not in second.stdout
+    ((status, nothing_to_do),) = query(
+        project.warehouse,
+        "select status, details ->> 'nothing_to_do' from ops.job_runs "
+        "where job = 'dbt build' order by started_at desc limit 1",
+    )
+    assert status == "succeeded" and nothing_to_do.startswith("no raw table")
+    assert query(project.warehouse, "select count(*) from ops.job_runs where job = 'publish'") == [
+        (1,)
+    ]
+    assert query(project.warehouse, "select sum(order_total) from marts.fct_orders") == marts
 
 
 def test_after_live_changes_the_marts_follow_the_source(project: Project) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from control.freshness import FreshnessLimit, freshness_limits
 from control.graph import (
     LAYERS,
     Graph,
@@ -227,3 +228,7 @@ def test_the_project_manifest_draws_every_model_from_raw_to_exposures(tmp_path: 
     assert copied and all(label.startswith("raw_") for label in copied)
     assert {layer for layer, _ in layers(graph)} <= set(LAYERS)
     assert len(parse_mermaid(to_mermaid(graph)).edges) == len(graph.edges)
+    # the report's freshness limits: the sources' warn_after, switched off for countries
+    limits = freshness_limits(manifest)
+    assert limits["app.orders"] == FreshnessLimit(warn_hours=24.0, error_hours=None)
+    assert "app.countries" not in limits and "ops.job_runs" not in limits

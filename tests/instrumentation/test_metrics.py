@@ -57,7 +57,7 @@ def test_timings_counters_and_gauges_reach_statsd_under_their_names(
         "tidewater.load.app.orders.rows_read:250|c",
         "tidewater.job.load.rows:42|g",
     ]
-    assert packets[4].startswith("control.report.write:") and packets[4].endswith("|ms")
+    assert packets[4].startswith("tidewater.report.write:") and packets[4].endswith("|ms")
 
 
 def test_a_timer_records_even_when_the_block_raises(statsd_listener: socket.socket) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -9,12 +10,17 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
 import psycopg2
 import pytest
 
 from control.graph import build_graph, to_mermaid
-from control.report import Bar, collect_report, pack_lanes, write_report
+from control.report import write_report
+from control.report_data import Bar, collect_report, pack_lanes
+from control.status import collect_status
+from control.svg import AMBER, GREEN, GREY, RED
 from tidewater.runs import ensure_ops_tables
 
 from .test_graph import MANIFEST
@@ -284,3 +290,128 @@ def test_the_report_renders_its_charts_in_a_headless_browser(report: Path, tmp_p
         assert "<svg" in section(dom, anchor), anchor
     assert LOAD_FAILURE in section(dom, "failures")
     assert "<rect" in section(dom, "gantt") and "<polyline" in section(dom, "runtime-trend")
+
+
+def svgs(page: str) -> list[ElementTree.Element]:
+    """Every ``<svg>`` of the page, parsed as XML (which fails on a stray ``<`` or ``&``)."""
+    return [ElementTree.fromstring(markup) for markup in re.findall(r"<svg.*?</svg>", page, re.S)]
+
+
+def test_every_chart_is_well_formed_svg(report: Path) -> None:
+    charts = svgs(report.read_text())
+    assert [chart.tag for chart in charts] == ["svg"] * len(SECTION_IDS)  # one per section
+
+
+def with_freshness(source_id: str, freshness: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of the test manifest with one source table's freshness set, as dbt
+    writes it into manifest.json."""
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["sources"][source_id]["freshness"] = freshness
+    return manifest
+
+
+def after(count: int | None, period: str | None) -> dict[str, Any]:
+    return {"count": count, "period": period}
+
+
+def freshness_bar(page: str, table: str) -> str:
+    """The fill colour of a table's bar in the freshness chart."""
+    match = re.search(
+        rf'fill="(#[0-9a-f]{{6}})"><title>{re.escape(table)}: last loaded',
+        section(page, "freshness"),
+    )
+    assert match, table
+    return match.group(1)
+
+
+def test_freshness_limits_are_read_from_the_project(
+    warehouse: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    ensure_ops_tables(warehouse)
+    with warehouse.cursor() as cur:
+        cur.execute(RUNS)  # app.orders last loaded about ten minutes ago
+    orders = "source.tw.app.orders"
+    pages = {
+        name: write_report(warehouse, tmp_path / f"{name}.html", manifest=manifest).read_text()
+        for name, manifest in {
+            "none": MANIFEST,
+            "hour": with_freshness(orders, {"warn_after": after(1, "hour")}),
+            "warn": with_freshness(
+                orders, {"warn_after": after(5, "minute"), "error_after": after(None, None)}
+            ),
+            "error": with_freshness(
+                orders, {"warn_after": after(5, "minute"), "error_after": after(8, "minute")}
+            ),
+        }.items()
+    }
+    assert freshness_bar(pages["none"], "app.orders") == GREY
+    assert freshness_bar(pages["hour"], "app.orders") == GREEN
+    assert freshness_bar(pages["warn"], "app.orders") == AMBER
+    assert freshness_bar(pages["error"], "app.orders") == RED
+    assert "warn after 1 h" in section(pages["hour"], "freshness")
+    assert "warn after 5 min, error after 8 min" in section(pages["error"], "freshness")
+    # one tick per limit set, none for the tables without a freshness config
+    ticks = {name: section(page, "freshness").count('class="limit') for name, page in pages.items()}
+    assert ticks == {"none": 0, "hour": 1, "warn": 1, "error": 2}
+    for page in pages.values():
+        assert freshness_bar(page, "app.customers") == GREY
+        assert "app.customers: last loaded 10 min ago; no freshness limit set" in page
+    # the summary counts tables past their limit (and app.refunds, never loaded)
+    assert "<b>1 / 4</b><span>tables past their freshness limit" in pages["hour"]
+    assert "<b>2 / 4</b><span>tables past their freshness limit" in pages["warn"]
+
+
+NASTY = """<img src=x onerror="alert('x')"> & co"""
+
+
+def test_html_special_characters_from_the_warehouse_are_escaped(
+    warehouse: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    ensure_ops_tables(warehouse)
+    table = "o&<rders>"
+    with warehouse.cursor() as cur:
+        cur.execute(
+            "insert into ops.job_runs (run_id, job, started_at, finished_at, duration_s, status, "
+            "error_class, error_message, host, pid, pipeline_run_id) values "
+            "('r1', 'load', now() - interval '1 minute', now(), 60, 'failed', 'terminal', "
+            "%(nasty)s, 'h', 1, 'p<1>')",
+            {"nasty": NASTY},
+        )
+        cur.execute(
+            "insert into ops.table_loads (run_id, batch_id, source_name, table_name, load_mode, "
+            "status, started_at, duration_s, rows_read, rows_inserted, rows_updated, "
+            "rows_deleted, rows_reread, attempts) values "
+            "('r1', 'b', 'app', %(table)s, 'bulk', 'succeeded', now() - interval '50 seconds', "
+            "2, 5, 5, 0, 0, 0, 1)",
+            {"table": table},
+        )
+    page = write_report(warehouse, tmp_path / "r.html", manifest=MANIFEST).read_text()
+    assert NASTY not in page and "<img" not in page and table not in page
+    escaped = "&lt;img src=x onerror=&#34;alert(&#39;x&#39;)&#34;&gt; &amp; co"
+    assert escaped in section(page, "failures")
+    for anchor in ("gantt", "rows-per-table", "freshness"):
+        assert "app.o&amp;&lt;rders&gt;" in section(page, anchor), anchor
+    assert "pipeline run p&lt;1&gt;" in section(page, "gantt")
+    svgs(page)  # still well-formed
+
+
+def test_status_and_the_report_read_the_same_rows(
+    warehouse: psycopg2.extensions.connection,
+) -> None:
+    ensure_ops_tables(warehouse)
+    with warehouse.cursor() as cur:
+        cur.execute(RUNS)
+    data = collect_report(warehouse)
+    status = collect_status(warehouse)
+    assert [row["table_name"] for row in status["freshness"]] == [t for t, _ in data.freshness]
+    # the last finished load run with table loads: the grid's last column
+    last_run, _ = data.runs[-1]
+    assert last_run == "load-last"
+    assert {row["table_name"] for row in status["last_load"]} == {
+        table for table, run_id in data.rows if run_id == last_run
+    }
+    # status lists failed jobs; the report also failed loads and models
+    assert [row["name"] for row in status["last_errors"]] == ["dbt build", "load"]
+    assert {failure.kind for failure in data.failures} == {"job", "load", "model"}
+    assert status["pipeline_runs"][0]["pipeline_run_id"] == "run-skipped"
+    assert data.last_run == "run-last"  # the report skips a run that was only skipped

@@ -4,7 +4,9 @@ empty warehouse, and a helper that runs one load job between them."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg2
@@ -82,3 +84,94 @@ def run_load(source_dsn: str, warehouse_dsn: str) -> Callable[..., dict[str, Tab
 
 def table_rows(dsn: str, relation: str, columns: str, *, where: str = "true") -> list[tuple]:
     return execute(dsn, f"select {columns} from {relation} where {where} order by 1")
+
+
+# -- MySQL/MariaDB sources ---------------------------------------------------------
+
+MYSQL_HOST = os.environ.get("TIDEWATER_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("TIDEWATER_TEST_MYSQL_PORT", "3306"))
+MYSQL_ADMIN = os.environ.get("TIDEWATER_TEST_MYSQL_USER", "root")
+
+
+def mysql_execute(database: str | None, *statements: str, params: tuple = ()) -> list[tuple]:
+    """Run statements as the MariaDB admin (autocommit); the last one's rows, as
+    Python values (the driver's own conversions)."""
+    import MySQLdb
+
+    conn = MySQLdb.connect(
+        host=MYSQL_HOST,
+        port=MYSQL_PORT,
+        user=MYSQL_ADMIN,
+        database=database or "",
+        charset="utf8mb4",
+        autocommit=True,
+    )
+    try:
+        cur = conn.cursor()
+        rows: list[tuple] = []
+        for statement in statements:
+            cur.execute(statement, params or None)
+            rows = list(cur.fetchall()) if cur.description else []
+        return rows
+    finally:
+        conn.close()
+
+
+def mysql_reachable() -> str | None:
+    """None when the MariaDB service answers; else why not."""
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:
+        return "mysqlclient is not installed (pip install -e '.[mysql]')"
+    try:
+        mysql_execute(None, "select 1")
+    except Exception as exc:
+        return f"MariaDB/MySQL at {MYSQL_HOST}:{MYSQL_PORT} is unreachable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def mysql_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A uniquely named database for one test module, dropped afterwards; skips when
+    the MariaDB service is unreachable (fails instead when CI=true)."""
+    problem = mysql_reachable()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {problem}")
+        pytest.skip(problem)
+    name = f"tw_{request.module.__name__.rsplit('.', 1)[-1][:20]}_{uuid.uuid4().hex[:8]}"
+    mysql_execute(None, f"create database `{name}` character set utf8mb4")
+    try:
+        yield name
+    finally:
+        mysql_execute(None, f"drop database if exists `{name}`")
+
+
+def mysql_dsn(database: str, user: str = MYSQL_ADMIN, password: str = "") -> str:
+    auth = f"{user}:{password}" if password else user
+    return f"mysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{database}"
+
+
+def mysql_source(database: str, *tables: TableConfig, name: str = "shop") -> SourceConfig:
+    return SourceConfig(
+        name=name,
+        raw_schema=f"raw_{name}",
+        source_schema=database,
+        dsn_env=f"TIDEWATER_SOURCE_{name.upper()}_DSN",
+        tables=tables,
+        kind="mysql",
+    )
+
+
+def load_mysql(
+    source: SourceConfig, dsn: str, warehouse: str, **options: object
+) -> dict[str, TableResult]:
+    from loaders.sources import connector_for
+
+    results = load_all(
+        (source,),
+        source_connectors={source.name: connector_for(source, dsn)},
+        connect_warehouse=connector(warehouse, what="warehouse"),
+        options=LoadOptions(backoff_initial=0.05, backoff_max=0.2, **options),  # type: ignore[arg-type]
+    )
+    return {result.table: result for result in results}

@@ -203,3 +203,37 @@ def test_loads_of_the_same_table_never_run_at_once(
     assert execute(
         warehouse_dsn, "select count(*), count(distinct customer_id) from raw_app.customers"
     ) == [(2000, 2000)]
+
+
+def test_deletes_are_detected_on_a_text_key(source_dsn: str, warehouse_dsn: str, run_load) -> None:
+    """A key that is not one integer is bucketed by a hash; the reconciliation's
+    bucket filter runs with bound parameters (a bare % in it once broke that)."""
+    from loaders.config import TableConfig
+    from tests.loaders.conftest import custom_source
+
+    execute(
+        source_dsn,
+        "create table skus (code text primary key, amount int not null, "
+        "updated_at timestamptz not null default now())",
+    )
+    execute(
+        source_dsn,
+        "insert into skus (code, amount) select 'sku-' || g, g from generate_series(1, 200) as g",
+    )
+    source = custom_source(
+        TableConfig(
+            name="skus",
+            mode="incremental",
+            cursor="updated_at",
+            primary_key=("code",),
+            detect_deletes=True,
+        )
+    )
+    raise_on_failure(list(run_load(source).values()))
+    execute(source_dsn, "delete from skus where code in ('sku-7', 'sku-150')")
+    result = run_load(source)["skus"]
+    raise_on_failure([result])
+    assert result.deleted == 2
+    assert execute(
+        warehouse_dsn, "select code from raw_app.skus where _deleted_at is not null order by 1"
+    ) == [("sku-150",), ("sku-7",)]

@@ -250,7 +250,7 @@ def test_a_redshift_source_unloads_its_read_window_to_a_batch_prefix(pg) -> None
     from datetime import UTC, datetime
 
     from loaders.config import SourceConfig, TableConfig
-    from loaders.redshift_source import plan_unload
+    from loaders.sources.redshift import plan_unload
 
     source = SourceConfig(
         name="legacy", raw_schema="raw_legacy", source_schema="sales", dsn_env="X", kind="redshift"
@@ -277,7 +277,7 @@ def test_a_redshift_source_unloads_its_read_window_to_a_batch_prefix(pg) -> None
 
 def test_redshift_source_columns_map_to_warehouse_types(source_dsn: str) -> None:
     """information_schema reads the same on Redshift and PostgreSQL."""
-    from loaders.redshift_source import read_columns, warehouse_type
+    from loaders.sources.redshift import read_columns, warehouse_type
 
     execute(
         source_dsn,
