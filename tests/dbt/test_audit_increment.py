@@ -45,10 +45,10 @@ def test_row_level_tests_audit_the_increment_and_still_catch_new_bad_rows(
     assert "event_id in (select event_id" in compiled_test("source_unique_app_events_event_id")
     # ... relationships too, where the parent keeps every key (dim_customers,
     # dim_products, staging over raw) ...
-    relationships = list(COMPILED_TESTS.rglob("relationships_fct_events_*.sql"))
-    assert len(relationships) == 2
-    assert all("_loaded_at > cast(" in path.read_text() for path in relationships)
-    assert "_loaded_at > cast(" in compiled_test("relationships_stg_app__orders_customer_id")
+    for child in ("fct_events", "stg_app__events"):
+        relationships = list(COMPILED_TESTS.rglob(f"relationships_{child}_*.sql"))
+        assert len(relationships) == 2, child
+        assert all("_loaded_at > cast(" in path.read_text() for path in relationships), child
     # ... but every child row where the parent may drop keys (fct_orders drops
     # deleted orders), and singular tests read everything.
     to_orders = compiled_test("relationships_fct_payments_order_id__order_id__ref_fct_orders_")
