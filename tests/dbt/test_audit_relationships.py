@@ -220,3 +220,38 @@ def test_an_orphan_fails_the_build_whether_its_parent_went_or_it_is_new(probe: P
     assert "_loaded_at > cast(" in probe.compiled(TO_KEEPER)
     assert statuses[TO_KEEPER] == "fail", statuses
     assert statuses[TO_DROPPER] == "fail", statuses
+
+
+def test_a_relation_whose_test_warned_gets_no_new_mark() -> None:
+    """A warning that persists across loads means a real orphan: the rows that
+    warned are tested again on the next build, so the relation keeps its old mark."""
+
+    def test_node(name: str, child: str) -> dict:
+        return {
+            "test_metadata": {"name": name},
+            "attached_node": f"model.p.{child}",
+            "depends_on": {"nodes": [f"model.p.{child}"]},
+        }
+
+    manifest = {
+        "nodes": {
+            "model.p.orders": {"schema": "marts", "name": "orders"},
+            "model.p.events": {"schema": "marts", "name": "events", "alias": "fct_events"},
+            "test.p.unique_orders": test_node("unique", "orders"),
+            "test.p.rel_events": test_node("relationships", "events"),
+            "test.p.not_null_events": test_node("not_null", "events"),
+            "test.p.singular": {"depends_on": {"nodes": ["model.p.orders"]}},
+        },
+        "sources": {},
+    }
+    results = [
+        {"unique_id": "test.p.unique_orders", "status": "pass"},
+        {"unique_id": "test.p.not_null_events", "status": "pass"},
+        {"unique_id": "test.p.singular", "status": "pass"},
+    ]
+    both = [("marts", "fct_events"), ("marts", "orders")]
+    assert audit.tested_relations(manifest, results) == both
+    passed = [*results, {"unique_id": "test.p.rel_events", "status": "pass"}]
+    assert audit.tested_relations(manifest, passed) == both
+    warned = [*results, {"unique_id": "test.p.rel_events", "status": "warn"}]
+    assert audit.tested_relations(manifest, warned) == [("marts", "orders")]
