@@ -73,7 +73,10 @@ def tested_relations(manifest: dict, results: Iterable[dict]) -> list[Relation]:
         node = manifest["nodes"].get(result["unique_id"], {})
         if (node.get("test_metadata") or {}).get("name") not in ROW_LEVEL_TESTS:
             continue
-        parent_id = node.get("attached_node") or next(iter(node["depends_on"]["nodes"]), "")
+        depends = node["depends_on"]["nodes"]
+        # The tested relation: the node a test is attached to, else (a test on a
+        # source) its only dependency; a test on two relations names no side.
+        parent_id = node.get("attached_node") or (depends[0] if len(depends) == 1 else "")
         parent = manifest["nodes"].get(parent_id) or manifest["sources"].get(parent_id)
         if parent is None:
             continue

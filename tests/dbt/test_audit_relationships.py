@@ -255,3 +255,13 @@ def test_a_relation_whose_test_warned_gets_no_new_mark() -> None:
     assert audit.tested_relations(manifest, passed) == both
     warned = [*results, {"unique_id": "test.p.rel_events", "status": "warn"}]
     assert audit.tested_relations(manifest, warned) == [("marts", "orders")]
+    # A relationships test on a source depends on two relations and is attached to
+    # none: it gives neither a mark.
+    manifest["nodes"]["test.p.source_rel"] = {
+        "test_metadata": {"name": "relationships"},
+        "attached_node": None,
+        "depends_on": {"nodes": ["model.p.events", "source.p.app.orders"]},
+    }
+    manifest["sources"]["source.p.app.orders"] = {"schema": "raw_app", "name": "orders"}
+    on_source = [{"unique_id": "test.p.source_rel", "status": "pass"}]
+    assert audit.tested_relations(manifest, on_source) == []
