@@ -5,7 +5,10 @@ transform's time (``dbt build`` and the publish, as ``invoke transform`` runs
 them), the next run's (it fills the publish gate's second copy of each mart),
 then the incremental transform's time after 0.1% and 1% of source rows change
 (and are loaded), with the ratio to the full build (target: an incremental
-build after 1% change takes at most 10% of the full build).
+build after 1% change takes at most 10% of the full build, after 0.1% at most 5%).
+With ``--in-process`` dbt runs through its programmatic runner in this process
+(imported and parsed once, before anything is timed) instead of one `dbt`
+subprocess per build: what a long-lived orchestrator gets.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg2
 
@@ -49,6 +53,39 @@ def load(source: str, warehouse: str) -> None:
         options=LoadOptions(workers=4),
     )
     raise_on_failure(results)
+
+
+def run_dbt_in_process() -> None:
+    """Make `transform.build.run_dbt` run dbt through dbt's programmatic runner
+    (`dbtRunner`) in this process instead of a `dbt` subprocess: what a long-lived
+    orchestrator would get (dbt imported once, no interpreter start per build).
+    dbt is imported and warmed up here, before any build is timed, so the full
+    and the incremental builds are measured alike."""
+    from dbt.cli.main import dbtRunner
+
+    import transform.build
+
+    def call(argv: list[str], env: dict[str, str]) -> int:
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            result = dbtRunner().invoke(argv[1:])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        if result.exception is not None:
+            return 2
+        return 0 if result.success else 1
+
+    transform.build.subprocess = SimpleNamespace(call=call)  # type: ignore[attr-defined]
+
+
+def warm_up(profiles_dir: str) -> None:
+    """Parse the project once, untimed (imports dbt, writes partial_parse.msgpack)."""
+    from tidewater.profile import load_target
+    from transform.build import run_dbt
+
+    run_dbt("parse", load_target("bench", profiles_dir=profiles_dir), "--quiet", record=False)
 
 
 def build(profiles_dir: str, *extra: str) -> float:
@@ -91,7 +128,14 @@ def main() -> int:
         action="store_true",
         help="reuse the databases a run with BENCH_KEEP=1 left (skips creating and loading)",
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run dbt in this process (dbtRunner) instead of a subprocess per build",
+    )
     args = parser.parse_args()
+    if args.in_process:
+        run_dbt_in_process()
     server = embedded.start()
     admin = server.admin_dsn("postgres")
     source, warehouse = with_dbname(admin, "benchdbt_app"), with_dbname(admin, "benchdbt_wh")
@@ -116,6 +160,8 @@ def main() -> int:
         conn.close()
     with tempfile.TemporaryDirectory() as profiles_dir:
         (Path(profiles_dir) / "profiles.yml").write_text(PROFILE.format(port=server.port))
+        if args.in_process:
+            warm_up(profiles_dir)
         full = build(profiles_dir, "--full-refresh")
         print(f"\nfull dbt build + publish             {full:8.1f} s")
         # The publish gate keeps a second copy of each mart in marts_build; the
@@ -126,7 +172,7 @@ def main() -> int:
             changed = change(source, fraction)
             load(source, warehouse)
             incremental = build(profiles_dir)
-            target = "   (target <= 0.10)" if fraction == 0.01 else ""
+            target = "   (target <= 0.10)" if fraction == 0.01 else "   (target <= 0.05)"
             print(
                 f"incremental after {fraction:5.1%} ({changed:>7,} rows) {incremental:8.1f} s"
                 f" = {incremental / full:.3f} of full{target}"

@@ -1,8 +1,8 @@
 """Audit marks: how far the last green, published build tested each relation.
 
 `dbt_project/macros/audit_increment.sql` restricts the row-level generic tests
-(`unique`, `not_null`, `accepted_values`) to rows loaded after the relation's
-mark, so an incremental transform tests what changed instead of every row of
+(`unique`, `not_null`, `accepted_values`, and `relationships` to a parent that
+keeps every key) to rows loaded after the relation's mark, so an incremental transform tests what changed instead of every row of
 every table. This module keeps the marks in ``ops.audit_marks``:
 
 - before a build, it drops every mark when the dbt project's files (or dbt's
@@ -28,7 +28,9 @@ from psycopg2.extras import execute_values
 
 from tidewater.paths import DBT_PROJECT_DIR
 
-ROW_LEVEL_TESTS = {"unique", "not_null", "accepted_values"}
+# Generic tests that audit only the increment (dbt_project/macros/audit_increment.sql);
+# relationships only where the parent keeps every key.
+ROW_LEVEL_TESTS = {"unique", "not_null", "accepted_values", "relationships"}
 PROJECT_PARTS = ("dbt_project.yml", "packages.yml", "models", "macros", "snapshots", "tests")
 
 Relation = tuple[str, str]  # (schema, identifier)
@@ -59,19 +61,29 @@ def forget_stale_marks(
 
 
 def tested_relations(manifest: dict, results: Iterable[dict]) -> list[Relation]:
-    """Relations whose row-level generic tests ran in this build."""
-    relations: set[Relation] = set()
+    """Relations whose row-level generic tests ran in this build and all passed.
+
+    A relation with a test that warned keeps its previous mark (or none), so the
+    rows that warned are tested, and warn, again on the next build: a warning
+    that persists across loads still means a real problem.
+    """
+    passed: set[Relation] = set()
+    warned: set[Relation] = set()
     for result in results:
         node = manifest["nodes"].get(result["unique_id"], {})
         if (node.get("test_metadata") or {}).get("name") not in ROW_LEVEL_TESTS:
             continue
-        parent_id = node.get("attached_node") or next(iter(node["depends_on"]["nodes"]), "")
+        depends = node["depends_on"]["nodes"]
+        # The tested relation: the node a test is attached to, else (a test on a
+        # source) its only dependency; a test on two relations names no side.
+        parent_id = node.get("attached_node") or (depends[0] if len(depends) == 1 else "")
         parent = manifest["nodes"].get(parent_id) or manifest["sources"].get(parent_id)
         if parent is None:
             continue
         identifier = parent.get("alias") or parent.get("identifier") or parent["name"]
-        relations.add((parent["schema"], identifier))
-    return sorted(relations)
+        relation = (parent["schema"], identifier)
+        (passed if result.get("status") == "pass" else warned).add(relation)
+    return sorted(passed - warned)
 
 
 def read_marks(

@@ -22,9 +22,28 @@
     row below a mark after a build read raw (tidewater.lock.raw_settled);
     elsewhere the lookback window is subtracted.
 
-    Relationships, singular tests and snapshots are always tested in full
-    (a parent that disappears breaks children that did not change), and so is
-    everything on `dev` targets.
+    - `relationships`: child rows with `_loaded_at` after the child's mark,
+      when the parent keeps every key it ever held (below). A child row can
+      break the relationship in two ways only: it is new or changed (then its
+      `_loaded_at` moved), or its parent key disappeared. A parent that keeps
+      every key never loses one: a deletion at the source leaves the row,
+      flagged (`_deleted_at`, `is_deleted`), and moves its `_loaded_at`; a
+      changed parent keeps its key, and dbt's relationships test reads every
+      parent row, deleted or not. So an old child row still finds its parent.
+      Which parents keep every key:
+        * a source table with a `primary_key` in `meta.tidewater`: the loaders
+          merge on it and only ever flag deletions (keyless tables are
+          replaced in full, and their rows can vanish);
+        * a model that declares `meta: {tidewater: {keeps_every_key: true}}`
+          (a staging view one row per raw row, a dimension that flags deleted
+          members instead of dropping them).
+      Any other parent (a fact that drops deleted rows, like `fct_orders`)
+      can lose keys without a trace in what is left, so its children are
+      tested in full.
+
+    Singular tests are always tested in full, and so is everything on `dev`
+    targets. The snapshot reads only customers changed since its last run
+    (`snapshot_changed_since()` below).
 -#}
 
 {% macro get_where_subquery(relation) -%}
@@ -53,7 +72,10 @@
     {%- if not execute
         or target.name.startswith('dev')
         or flags.FULL_REFRESH
-        or test_name not in ('unique', 'not_null', 'accepted_values') -%}
+        or test_name not in ('unique', 'not_null', 'accepted_values', 'relationships') -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- if test_name == 'relationships' and not parents_keep_every_key(relation) -%}
         {{ return('') }}
     {%- endif -%}
     {%- set marks = adapter.get_relation(
@@ -80,4 +102,41 @@
         {{ return(column ~ ' in (select ' ~ column ~ ' from ' ~ relation ~ ' where ' ~ since ~ ')') }}
     {%- endif -%}
     {{ return(since) }}
+{%- endmacro %}
+
+{#-
+    True when every relation the current test depends on, other than the tested
+    `relation` itself, keeps every key it ever held (see above); false when
+    any parent is unknown or may drop keys.
+-#}
+{% macro parents_keep_every_key(relation) -%}
+    {%- set parents = [] -%}
+    {%- for unique_id in model.get('depends_on', {}).get('nodes', []) -%}
+        {%- set node = graph.nodes.get(unique_id) or graph.sources.get(unique_id) -%}
+        {%- if node is none -%}
+            {{ return(false) }}
+        {%- endif -%}
+        {%- set identifier = node.get('alias') or node.get('identifier') or node.get('name') -%}
+        {%- if not (node.get('schema') == relation.schema and identifier == relation.identifier) -%}
+            {%- do parents.append(node) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if not parents -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- for node in parents -%}
+        {%- if not node_keeps_every_key(node) -%}
+            {{ return(false) }}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(true) }}
+{%- endmacro %}
+
+{% macro node_keeps_every_key(node) -%}
+    {%- set meta = (node.get('config') or {}).get('meta') or node.get('meta') or {} -%}
+    {%- set tidewater = meta.get('tidewater') or {} -%}
+    {%- if node.get('resource_type') == 'source' -%}
+        {{ return((tidewater.get("primary_key") or []) | length > 0) }}
+    {%- endif -%}
+    {{ return(tidewater.get('keeps_every_key') is sameas true) }}
 {%- endmacro %}

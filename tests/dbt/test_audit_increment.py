@@ -1,6 +1,8 @@
 """After a green, published build the row-level tests read only rows loaded since
 (dbt_project/macros/audit_increment.sql): a bad row loaded later still fails the
-transform, a full refresh tests every row, and changed dbt code drops the marks."""
+transform, a full refresh tests every row, and changed dbt code drops the marks.
+Relationships read only new children where the parent keeps every key
+(tests/dbt/test_audit_relationships.py shows why only there)."""
 
 from __future__ import annotations
 
@@ -41,10 +43,16 @@ def test_row_level_tests_audit_the_increment_and_still_catch_new_bad_rows(
     for test in ("not_null_fct_events_session_id", "source_unique_app_events_event_id"):
         assert "_loaded_at > cast(" in compiled_test(test), test
     assert "event_id in (select event_id" in compiled_test("source_unique_app_events_event_id")
-    # ... relationships are always tested in full.
-    relationships = list(COMPILED_TESTS.rglob("relationships_fct_events_*.sql"))
-    assert relationships
-    assert not any("_loaded_at > cast(" in path.read_text() for path in relationships)
+    # ... relationships too, where the parent keeps every key (dim_customers,
+    # dim_products, staging over raw) ...
+    for child in ("fct_events", "stg_app__events"):
+        relationships = list(COMPILED_TESTS.rglob(f"relationships_{child}_*.sql"))
+        assert len(relationships) == 2, child
+        assert all("_loaded_at > cast(" in path.read_text() for path in relationships), child
+    # ... but every child row where the parent may drop keys (fct_orders drops
+    # deleted orders), and singular tests read everything.
+    to_orders = compiled_test("relationships_fct_payments_order_id__order_id__ref_fct_orders_")
+    assert "_loaded_at > cast(" not in to_orders
 
     recorded = query(project.warehouse, "select * from ops.audit_marks order by 1")
 

@@ -18,6 +18,24 @@ from tests.conftest import APP_MARTS, ROOT, Project, query
 COMPARED_MARTS = APP_MARTS  # the run-record marts differ between two builds by design
 
 
+# Customers whose current snapshot version differs from their staging row in a
+# tracked column (or who have no current version, or a version but no row).
+STALE_SNAPSHOT_VERSIONS = """
+select count(*)
+from staging.stg_app__customers as customers
+full outer join (
+    select * from snapshots.snap_app__customers where dbt_valid_to is null
+) as versions
+    on customers.customer_id = versions.customer_id
+where customers.customer_id is null
+    or versions.customer_id is null
+    or (customers.email, customers.full_name, customers.country_code,
+        customers.is_marketing_opt_in, customers.signed_up_at, customers.is_deleted)
+    is distinct from (versions.email, versions.full_name, versions.country_code,
+        versions.is_marketing_opt_in, versions.signed_up_at, versions.is_deleted)
+"""
+
+
 def differing_rows(dsn: str, left: str, right: str, table: str) -> int:
     """Rows in one build and not the other, both ways (duplicates counted)."""
     return query(
@@ -52,6 +70,10 @@ def test_incremental_marts_equal_a_full_refresh_after_every_kind_of_change(
     assert differences == dict.fromkeys(COMPARED_MARTS, 0)
     # and the comparison is not empty: the marts hold the demo app's data
     assert query(project.warehouse, "select count(*) from marts.fct_orders")[0][0] > 0
+    # The snapshot, which reads only customers loaded since its last run, holds
+    # every customer's current state as its current version.
+    assert query(project.warehouse, STALE_SNAPSHOT_VERSIONS) == [(0,)]
+    assert query(project.warehouse, "select count(*) from snapshots.snap_app__customers")[0][0]
 
 
 def test_a_transform_waits_for_a_load_in_flight_so_no_late_row_is_missed(
