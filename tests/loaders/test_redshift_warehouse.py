@@ -403,3 +403,20 @@ def test_a_redshift_lock_wait_ends_at_its_timeout(redshift_dsn: str) -> None:
     finally:
         holder.close()
         waiter.close()
+
+
+@pytest.mark.parametrize(
+    ("text_row", "csv_row"),
+    [
+        (b"1\tplain\n", b'"1","plain"\n'),
+        (b"2\t\\N\n", b'"2",\\N\n'),
+        (b"3\t\\\\N\n", b'"3","\\N"\n'),
+        (b'4\ttab\\there\\nnew "q"\n', b'"4","tab\there\nnew ""q"""\n'),
+        (b"5\t\\101\\x42\\\\\n", b'"5","AB\\"\n'),
+    ],
+)
+def test_copy_text_rows_become_csv_with_the_null_marker(text_row: bytes, csv_row: bytes) -> None:
+    from loaders.warehouse_redshift import text_to_csv
+
+    # fed in one-byte chunks: rows are cut only at line ends
+    assert b"".join(text_to_csv(text_row[i : i + 1] for i in range(len(text_row)))) == csv_row
