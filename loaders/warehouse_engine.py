@@ -28,6 +28,7 @@ holding the same row twice passes the uniqueness check).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -316,12 +317,18 @@ def is_redshift(conn: psycopg2.extensions.connection) -> bool:
     return bool(conn.server_version <= REDSHIFT_SERVER_VERSION)
 
 
+# kind → "module:Class"; a module is imported only when its warehouse is loaded into
+# (and names its base class here without this module naming it back).
+WAREHOUSES: dict[str, str] = {
+    "postgres": "loaders.warehouse_engine:PostgresWarehouse",
+    "redshift": "loaders.warehouse_redshift:RedshiftWarehouse",
+}
+
+
 def warehouse_for(
     kind: WarehouseKind, *, options: LoadOptions = DEFAULT_OPTIONS
 ) -> WarehouseEngine:
-    """The engine of a warehouse kind (the Redshift one imported only when used)."""
-    if kind == "redshift":
-        from loaders.warehouse_redshift import RedshiftWarehouse
-
-        return RedshiftWarehouse(options=options)
-    return PostgresWarehouse(options=options)
+    """The engine of a warehouse kind."""
+    module, _, name = WAREHOUSES[kind].partition(":")
+    engine: type[WarehouseEngine] = getattr(importlib.import_module(module), name)
+    return engine(options=options)
