@@ -36,7 +36,7 @@ from loaders.pipeline import load_table, prepare_warehouse
 from loaders.results import LoadOptions, TableResult, new_batch_id
 from tests.loaders.conftest import execute
 from tests.redshift_wire import RedshiftWire
-from tidewater.lock import LockTimeout, lock_redshift
+from tidewater.lock import LockTimeout, ensure_lock_tables, hold_ddl
 from tidewater.runs import record_job, record_table_loads
 
 # Constructs Redshift does not have; none may reach it.
@@ -391,18 +391,35 @@ def test_run_records_and_the_mark_table_are_written_in_redshift_sql(
     assert execute(warehouse_dsn, recorded) == [("succeeded", 3)]
 
 
-def test_a_redshift_lock_wait_ends_at_its_timeout(redshift_dsn: str) -> None:
-    holder, waiter = psycopg2.connect(redshift_dsn), psycopg2.connect(redshift_dsn)
+def test_a_redshift_lock_wait_ends_at_its_timeout(
+    redshift_dsn: str, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hold_ddl` on Redshift: `LOCK ops.ddl_lock`, its wait bounded by statement_timeout."""
+    log: list[str] = []
+    connect = recording(redshift_dsn, log, s3)
+    holder, waiter = connect(), connect()
     try:
-        execute(redshift_dsn, "create table ops_lock_probe (note text)")
-        lock_redshift(holder.cursor(), "public", "ops_lock_probe", timeout_s=1, what="probe")
-        with pytest.raises(LockTimeout, match="gave up waiting for probe"):
-            lock_redshift(waiter.cursor(), "public", "ops_lock_probe", timeout_s=0.2, what="probe")
+        # The lock tables exist before runs contend (`prepare_warehouse` creates them).
+        ensure_lock_tables(holder.cursor())
         holder.commit()
-        lock_redshift(waiter.cursor(), "public", "ops_lock_probe", timeout_s=1, what="probe")
+        hold_ddl(holder.cursor())
+        monkeypatch.setenv("TIDEWATER_LOCK_TIMEOUT", "0.2")
+        with pytest.raises(LockTimeout, match="gave up waiting for the schema lock"):
+            hold_ddl(waiter.cursor())
+        # No savepoints: the waiting transaction was rolled back, then the holders asked
+        # of svv_transactions (absent from PostgreSQL: "an unknown session" here).
+        assert "from svv_transactions" in log[-1]
+        assert waiter.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_INERROR
+        holder.commit()
+        hold_ddl(waiter.cursor())
+        waiter.commit()
     finally:
         holder.close()
         waiter.close()
+    assert_redshift_sql(log)
+    assert _index(log, r'^lock "ops"\."ddl_lock"$') > _index(
+        log, r"^set statement_timeout to 600000$"
+    )
 
 
 @pytest.mark.parametrize(
