@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +34,6 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from loaders.catalog import fit_to_warehouse
 from loaders.config import SourceConfig, TableConfig
 from loaders.deletes import bucket_filter, differing_buckets, summarize
 from loaders.engines import engine_for
@@ -47,19 +45,7 @@ from loaders.exceptions import (
     TableLoadFailed,
 )
 from loaders.extract import ReadWindow, plan_next_read
-from loaders.load import (
-    STAGE,
-    RawTable,
-    check_unique_keys,
-    copy_in,
-    create_stage,
-    ensure_indexes,
-    ensure_schema,
-    mark_missing_deleted,
-    merge_stage,
-    prepare_raw_table,
-    replace_if_changed,
-)
+from loaders.load import STAGE, RawTable
 from loaders.results import (
     DEFAULT_OPTIONS,
     ConnectFn,
@@ -70,9 +56,14 @@ from loaders.results import (
     new_batch_id,
 )
 from loaders.source_engine import SourceEngine
-from loaders.state import Mark, ensure_state_table, read_mark, write_mark
+from loaders.state import Mark
+from loaders.warehouse_engine import (
+    PostgresWarehouse,
+    WarehouseEngine,
+    is_redshift,
+    warehouse_for,
+)
 from tidewater.db import connect, is_transient
-from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load
 
 __all__ = [
     "ConnectFn",
@@ -92,62 +83,20 @@ log = logging.getLogger(__name__)
 CURSOR_TYPES = frozenset({"timestamp with time zone", "timestamp without time zone"})
 # Data errors: SQLSTATE class 22 (data exception) and invalid encodings.
 BAD_DATA_CLASSES = ("22",)
-_aware = aware  # the name the Redshift warehouse path imports
-
-
-class _Pipe:
-    """Stream COPY output of one connection into COPY input of another, through an
-    OS pipe, so no table is ever held in memory."""
-
-    def __init__(self) -> None:
-        read_fd, write_fd = os.pipe()
-        self.reader = os.fdopen(read_fd, "rb", buffering=1 << 16)
-        self.writer = os.fdopen(write_fd, "wb", buffering=1 << 16)
-        self.error: BaseException | None = None
-
-    def produce(self, work: Callable[[], None]) -> threading.Thread:
-        def run() -> None:
-            try:
-                work()
-            except BaseException as exc:  # re-raised in the consuming thread
-                self.error = exc
-            finally:
-                with contextlib.suppress(OSError):
-                    self.writer.close()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread
 
 
 def _copy_between(
     engine: SourceEngine,
+    warehouse: WarehouseEngine,
     produce: Callable[..., None],
     warehouse_cur: psycopg2.extensions.cursor,
-    target: sql.Composable,
+    target: sql.Identifier,
     columns: list[str],
 ) -> int:
     """Run ``produce(sink)`` (an engine's `copy_out`) into the warehouse's COPY."""
-    pipe = _Pipe()
-    thread = pipe.produce(lambda: produce(pipe.writer))
-    try:
-        count = copy_in(warehouse_cur, target, columns, pipe.reader, format=engine.copy_format)
-    except BaseException:
-        # The source's failure is the cause when the producer had already failed
-        # before the reader is closed here (its stream ended, maybe mid-row, which the
-        # warehouse reports instead). The error is set before the writer closes.
-        producer_failed_first = pipe.error is not None
-        pipe.reader.close()  # unblocks the producer if the consumer failed
-        thread.join()
-        if producer_failed_first:
-            assert pipe.error is not None
-            raise pipe.error from None
-        raise
-    pipe.reader.close()
-    thread.join()
-    if pipe.error is not None:
-        raise pipe.error
-    return count
+    return warehouse.copy_into(
+        warehouse_cur, target, columns, produce, copy_format=engine.copy_format
+    )
 
 
 def load_table(
@@ -171,6 +120,7 @@ def load_table(
     result = TableResult(source.name, table.name, table.mode, batch_id)
     started = time.perf_counter()
     engine_class = engine_for(source.kind)
+    warehouse = warehouse_for(options.warehouse_type, options=options)
     engine = engine_class(source, connect_source, options=options)
     try:
         warehouse_conn = connect_warehouse()
@@ -189,13 +139,11 @@ def load_table(
                 "use mode: bulk",
             )
         wh = warehouse_conn.cursor()
-        wh.execute("set local timezone = 'UTC'")
-        wh.execute("select set_config('tidewater.batch_id', %s, true)", (batch_id,))
-        # No transform reads raw while this load is in flight (tidewater.lock.raw_settled).
-        hold_raw_shared(wh)
-        # Two loads of the same table never run at once, whoever starts them.
-        hold_table_load(wh, f"{source.raw_schema}.{table.name}")
-        columns, notes = fit_to_warehouse(wh, columns)
+        warehouse.begin(wh, batch_id)
+        # No transform reads raw while this load is in flight, and two loads of the
+        # same table never run at once, whoever starts them.
+        warehouse.hold_locks(wh, f"{source.raw_schema}.{table.name}")
+        columns, notes = warehouse.fit_columns(wh, columns)
         result.warnings += [f"{result.name}: {note}" for note in notes]
         for parent in engine.declared_ancestors(table):
             result.warnings.append(
@@ -204,10 +152,15 @@ def load_table(
                 f"{source.raw_schema}.{table.name}); declare only one of them"
             )
         # In this transaction: a failed first load leaves no empty schema behind.
-        ensure_schema(wh, source.raw_schema)
-        ensure_state_table(wh)
-        raw, created = prepare_raw_table(
-            wh, source.raw_schema, table.name, columns, table.primary_key
+        warehouse.ensure_schema(wh, source.raw_schema)
+        warehouse.ensure_state_table(wh)
+        raw, created = warehouse.prepare_raw_table(
+            wh,
+            source.raw_schema,
+            table.name,
+            columns,
+            table.primary_key,
+            sort_key=table.cursor if table.mode == "incremental" else None,
         )
         names = [column.name for column in columns]
 
@@ -216,18 +169,23 @@ def load_table(
         previous: Mark | None = None
         window = ReadWindow(None)
         if table.mode == "incremental":
-            previous = None if created else read_mark(wh, source.name, table.name)
+            previous = None if created else warehouse.read_mark(wh, source.name, table.name)
             if previous is not None:
                 window = ReadWindow(previous.read_from, previous.read_after)
-            _read_incremental(engine, wh, table, raw, window, previous, result, merges)
+            _read_incremental(engine, warehouse, wh, table, raw, window, previous, result, merges)
         else:
-            _read_bulk(engine, wh, raw, result, merges)
+            _read_bulk(engine, warehouse, wh, raw, result, merges)
         # Reconcile deletes only when the source's delete counter moved since the
         # last reconciliation (or cannot be read, as for views).
         if table.detect_deletes and not engine.detects_deletes:
             result.warnings.append(
                 f"{result.name}: detect_deletes is not available for {source.kind} sources; "
                 "load the table with mode: bulk to mark rows that are gone"
+            )
+        elif table.detect_deletes and not warehouse.detects_deletes:
+            result.warnings.append(
+                f"{result.name}: detect_deletes is not available in a {warehouse.kind} "
+                "warehouse; load the table with mode: bulk to mark rows that are gone"
             )
         elif (
             table.detect_deletes
@@ -239,13 +197,13 @@ def load_table(
                 or previous.source_deletes != snapshot.source_deletes
             )
         ):
-            _read_deletes(engine, wh, raw, names, batch_id, result, merges)
+            _read_deletes(engine, warehouse, wh, raw, names, result, merges)
         # Every read is done: end the source transaction before the warehouse's work.
         engine.end_read()
         result.source_held_s = time.perf_counter() - started
         for merge in merges:
             merge()
-        ensure_indexes(wh, raw)
+        warehouse.ensure_indexes(wh, raw)
         if table.mode == "incremental":
             assert table.cursor is not None
             mark_after = max(filter(None, [result.mark_before, result.mark_after]), default=None)
@@ -258,7 +216,7 @@ def load_table(
                 lag=table.lag,
                 protect=table.late_commit_protection and engine.sees_open_transactions,
             )
-            write_mark(
+            warehouse.write_mark(
                 wh,
                 source.name,
                 table.name,
@@ -271,7 +229,6 @@ def load_table(
                     looked_at=plan.looked_at,
                     open_transactions=plan.open_transactions,
                 ),
-                batch_id,
             )
             result.mark_after = mark_after
             result.late_commit_safety = plan.safety
@@ -303,6 +260,7 @@ def load_table(
 
 def _read_incremental(
     engine: SourceEngine,
+    warehouse: WarehouseEngine,
     wh: psycopg2.extensions.cursor,
     table: TableConfig,
     raw: RawTable,
@@ -321,25 +279,24 @@ def _read_incremental(
         return
     produce = partial(engine.copy_out, table.name, raw.columns, cursor=table.cursor, window=window)
     names = [column.name for column in raw.columns]
-    wh.execute(sql.SQL("select exists (select from {})").format(raw.identifier))
-    empty = not wh.fetchone()[0]
+    empty = warehouse.is_empty(wh, raw)
     # The source itself guarantees unique keys (a primary key or unique index): a first
     # load can COPY straight into the raw table. Otherwise (views, declared keys) rows
     # go through the stage, which is checked for one key holding different rows.
     unique_at_source = engine.keys_unique(table.name, table.primary_key)
-    if empty and unique_at_source:
+    if empty and unique_at_source and warehouse.direct_first_load:
         # First load into an empty table: COPY straight in (indexes come after).
-        result.inserted = _copy_between(engine, produce, wh, raw.identifier, names)
+        result.inserted = _copy_between(engine, warehouse, produce, wh, raw.identifier, names)
         result.rows_read = result.inserted
 
         def index_first_load() -> None:
-            ensure_indexes(wh, raw)
-            wh.execute(sql.SQL("analyze {}").format(raw.identifier))
+            warehouse.ensure_indexes(wh, raw)
+            warehouse.analyze(wh, raw.identifier)
 
         merges.append(index_first_load)
         return
-    create_stage(wh, raw)
-    result.rows_read = _copy_between(engine, produce, wh, sql.Identifier(STAGE), names)
+    warehouse.create_stage(wh, raw)
+    result.rows_read = _copy_between(engine, warehouse, produce, wh, sql.Identifier(STAGE), names)
     if not unique_at_source and not empty:
         # A new row may repeat the key of an old one below the window: ask the source.
         split = engine.find_split_key(table, raw.columns, window)
@@ -349,40 +306,39 @@ def _read_incremental(
     def merge() -> None:
         if not unique_at_source and empty:
             # A first load's stage is the whole table (later ones asked the source).
-            check_unique_keys(wh, raw, where=result.name)
-        ensure_indexes(wh, raw)
-        wh.execute(sql.SQL("analyze {}").format(sql.Identifier(STAGE)))
-        result.inserted, result.updated = merge_stage(
-            wh, raw, result.batch_id, newest_by=table.cursor
-        )
+            warehouse.check_unique_keys(wh, raw, where=result.name)
+        warehouse.ensure_indexes(wh, raw)
+        warehouse.analyze(wh, sql.Identifier(STAGE))
+        result.inserted, result.updated = warehouse.merge(wh, raw, newest_by=table.cursor)
 
     merges.append(merge)
 
 
 def _read_bulk(
     engine: SourceEngine,
+    warehouse: WarehouseEngine,
     wh: psycopg2.extensions.cursor,
     raw: RawTable,
     result: TableResult,
     merges: list[Callable[[], None]],
 ) -> None:
     names = [column.name for column in raw.columns]
-    create_stage(wh, raw)
+    warehouse.create_stage(wh, raw)
     produce = partial(engine.copy_out, raw.name, raw.columns)
-    result.rows_read = _copy_between(engine, produce, wh, sql.Identifier(STAGE), names)
+    result.rows_read = _copy_between(engine, warehouse, produce, wh, sql.Identifier(STAGE), names)
     # Asked of the source while its transaction is open; the check runs in the merge.
     keys_unique = not raw.primary_key or engine.keys_unique(raw.name, raw.primary_key)
 
     def merge() -> None:
-        ensure_indexes(wh, raw)
-        wh.execute(sql.SQL("analyze {}").format(sql.Identifier(STAGE)))
+        warehouse.ensure_indexes(wh, raw)
+        warehouse.analyze(wh, sql.Identifier(STAGE))
         if raw.primary_key:
             if not keys_unique:
-                check_unique_keys(wh, raw, where=result.name)
-            result.inserted, result.updated = merge_stage(wh, raw, result.batch_id)
-            result.deleted = mark_missing_deleted(wh, raw, result.batch_id, keys=STAGE)
+                warehouse.check_unique_keys(wh, raw, where=result.name)
+            result.inserted, result.updated = warehouse.merge(wh, raw)
+            result.deleted = warehouse.mark_missing_deleted(wh, raw, keys=STAGE)
         else:
-            result.inserted, result.deleted = replace_if_changed(wh, raw, result.batch_id)
+            result.inserted, result.deleted = warehouse.replace(wh, raw)
 
     merges.append(merge)
 
@@ -392,10 +348,10 @@ DELETE_STAGE = "_tidewater_stage_ranges"
 
 def _read_deletes(
     engine: SourceEngine,
+    warehouse: WarehouseEngine,
     wh: psycopg2.extensions.cursor,
     raw: RawTable,
     names: list[str],
-    batch_id: str,
     result: TableResult,
     merges: list[Callable[[], None]],
 ) -> None:
@@ -420,22 +376,23 @@ def _read_deletes(
     differing = differing_buckets(in_source, in_warehouse)
     if not differing:
         return
-    create_stage(wh, raw, name=DELETE_STAGE)
+    warehouse.create_stage(wh, raw, name=DELETE_STAGE)
     produce = partial(engine.copy_out, raw.name, raw.columns, buckets=(raw, differing))
-    result.reread += _copy_between(engine, produce, wh, sql.Identifier(DELETE_STAGE), names)
+    result.reread += _copy_between(
+        engine, warehouse, produce, wh, sql.Identifier(DELETE_STAGE), names
+    )
     keys_unique = engine.keys_unique(raw.name, raw.primary_key)
 
     def reconcile() -> None:
         if not keys_unique:
-            check_unique_keys(wh, raw, where=result.name, stage=DELETE_STAGE)
-        wh.execute(sql.SQL("analyze {}").format(sql.Identifier(DELETE_STAGE)))
-        inserted, updated = merge_stage(wh, raw, batch_id, stage=DELETE_STAGE)
+            warehouse.check_unique_keys(wh, raw, where=result.name, stage=DELETE_STAGE)
+        warehouse.analyze(wh, sql.Identifier(DELETE_STAGE))
+        inserted, updated = warehouse.merge(wh, raw, stage=DELETE_STAGE)
         result.inserted += inserted
         result.updated += updated
-        result.deleted += mark_missing_deleted(
+        result.deleted += warehouse.mark_missing_deleted(
             wh,
             raw,
-            batch_id,
             keys=DELETE_STAGE,
             within=bucket_filter(raw, differing, "target", checksum=engine.checksum),
         )
@@ -473,10 +430,6 @@ def load_with_retries(
     )
     started = datetime.now(UTC)
     loader = partial(load_table, options=options)
-    if options.warehouse_type == "redshift":
-        from loaders.redshift_pipeline import load_table_redshift
-
-        loader = partial(load_table_redshift, options=options)
     try:
         result = retrying(
             loader,
@@ -587,15 +540,13 @@ def prepare_warehouse(
     which then need the role spec's grants (`control.setup.grant_new_schemas`)."""
     conn = connect_warehouse()
     try:
+        # The warehouse says what it is (Redshift reports PostgreSQL 8.0.2).
+        warehouse = warehouse_for("redshift") if is_redshift(conn) else PostgresWarehouse()
         with conn.cursor() as cur:
-            hold_ddl(cur)
-            cur.execute(
-                "select nspname from pg_namespace where nspname = any(%s)",
-                ([source.raw_schema for source in sources],),
-            )
-            present = {row[0] for row in cur.fetchall()}
+            warehouse.hold_ddl(cur)
+            present = warehouse.existing_schemas(cur, [source.raw_schema for source in sources])
             missing = tuple(s.raw_schema for s in sources if s.raw_schema not in present)
-            ensure_state_table(cur)
+            warehouse.ensure_state_table(cur)
         conn.commit()
     finally:
         conn.close()

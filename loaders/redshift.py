@@ -1,10 +1,10 @@
 """Redshift, as a warehouse and as a source, through S3.
 
-As a warehouse: rows stream out of the source as gzip-compressed CSV parts in S3,
-split at row boundaries into files of similar size (a multiple of the cluster's
-slices, as Redshift recommends), listed in a manifest; one ``COPY … MANIFEST``
-per table fills a temporary staging table, and an update + insert merge it into
-the raw table in the same transaction as the high-water mark.
+As a warehouse (`loaders.warehouse_redshift`): rows stream out of the source as
+gzip-compressed CSV parts in S3, split at row boundaries into files of similar size,
+listed in a manifest; one ``COPY … MANIFEST`` per table fills a temporary staging
+table, and an update + insert merge it into the raw table in the same transaction as
+the high-water mark.
 
 As a source: ``UNLOAD`` writes the query's rows to S3 with a manifest; the parts
 are then streamed into the PostgreSQL warehouse with COPY.
@@ -318,10 +318,26 @@ def stage_to_s3(
     Rows are exported in batches of about ``part_bytes`` of CSV so memory stays
     bounded by one part.
     """
+    return stage_chunks_to_s3(
+        copy_out_chunks(source_cursor, query, params),
+        s3=s3,
+        bucket=bucket,
+        prefix=prefix,
+        part_bytes=part_bytes,
+    )
+
+
+def stage_chunks_to_s3(
+    chunks: Iterable[bytes],
+    *,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    part_bytes: int = 64 * 1024 * 1024,
+) -> StagedFiles:
+    """Write a CSV byte stream to S3 as gzip parts cut at row ends, plus a manifest."""
     staged = StagedFiles(bucket=bucket, prefix=prefix.rstrip("/"))
-    for index, (part, rows) in enumerate(
-        split_rows(copy_out_chunks(source_cursor, query, params), part_bytes=part_bytes)
-    ):
+    for index, (part, rows) in enumerate(split_rows(chunks, part_bytes=part_bytes)):
         key = f"{staged.prefix}/part-{index:05d}.csv.gz"
         body = gzip.compress(part, compresslevel=6)
         s3.put_object(Bucket=bucket, Key=key, Body=body)
@@ -377,97 +393,3 @@ def copy_out_stream(
         sql.SQL(bound), sql.Literal(NULL_MARKER)
     )
     source_cursor.copy_expert(statement.as_string(source_cursor), sink)
-
-
-MARKS_DDL = sql.SQL(
-    "create table if not exists {} (source_name character varying(256) not null, "
-    "table_name character varying(256) not null, cursor_column character varying(256) not null, "
-    "mark timestamptz, read_from timestamptz, batch_id character varying(64) not null, "
-    "updated_at timestamptz not null default getdate(), primary key (source_name, table_name))"
-).format(sql.Identifier("ops", "high_water_marks"))
-
-
-@dataclass(frozen=True)
-class RedshiftLoad:
-    """Everything one table's load into Redshift needs to know."""
-
-    source: str
-    raw_schema: str
-    table: str
-    columns: tuple[Column, ...]
-    primary_key: tuple[str, ...]
-    cursor: str | None
-    manifest_url: str
-    iam_role: str
-    batch_id: str
-    region: str | None = None
-
-
-def plan_load(load: RedshiftLoad, *, mark: Any, read_from: Any) -> list[sql.Composed]:
-    """The statements of one table's load, in order, for one transaction: lock,
-    create, stage with COPY from the manifest, merge (or replace, without a key),
-    and write the high-water mark."""
-    raw = sql.Identifier(load.raw_schema, load.table)
-    stage = f"{load.table}__stage"
-    names = [column.name for column in load.columns]
-    statements = [
-        sql.SQL("create schema if not exists {}").format(sql.Identifier(load.raw_schema)),
-        sql.SQL("create schema if not exists {}").format(sql.Identifier("ops")),
-        MARKS_DDL,
-        create_raw_table(load.raw_schema, load.table, load.columns, sort_key=load.cursor),
-        sql.SQL("lock {}").format(raw),
-        create_stage(stage, raw),
-        copy_from_manifest(
-            sql.Identifier(stage),
-            names,
-            manifest_url=load.manifest_url,
-            iam_role=load.iam_role,
-            region=load.region,
-        ),
-    ]
-    if load.primary_key:
-        statements += merge(raw, stage, names, load.primary_key, load.batch_id)
-    else:
-        statements += [
-            sql.SQL("delete from {}").format(raw),
-            sql.SQL("insert into {} ({}, _batch_id) select {}, {} from {}").format(
-                raw,
-                sql.SQL(", ").join(map(sql.Identifier, names)),
-                sql.SQL(", ").join(map(sql.Identifier, names)),
-                sql.Literal(load.batch_id),
-                sql.Identifier(stage),
-            ),
-        ]
-    if load.cursor:
-        marks = sql.Identifier("ops", "high_water_marks")
-        statements += [
-            sql.SQL("delete from {} where source_name = {} and table_name = {}").format(
-                marks, sql.Literal(load.source), sql.Literal(load.table)
-            ),
-            sql.SQL(
-                "insert into {} (source_name, table_name, cursor_column, mark, read_from, batch_id)"
-                " values ({}, {}, {}, {}, {}, {})"
-            ).format(
-                marks,
-                sql.Literal(load.source),
-                sql.Literal(load.table),
-                sql.Literal(load.cursor),
-                sql.Literal(mark),
-                sql.Literal(read_from),
-                sql.Literal(load.batch_id),
-            ),
-        ]
-    statements.append(sql.SQL("drop table {}").format(sql.Identifier(stage)))
-    return statements
-
-
-def run_load(conn: Any, statements: Sequence[sql.Composed]) -> None:
-    """Execute a planned load in one transaction on a Redshift connection."""
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise

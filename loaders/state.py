@@ -79,6 +79,49 @@ WRITE_MARK = sql.SQL(
 ).format(schema=sql.Identifier(STATE_SCHEMA))
 
 
+# Redshift: no jsonb (the open transactions are JSON text), no `on conflict` (a mark
+# is replaced by delete + insert in the load's transaction), no `add column if not
+# exists` (the catalog is asked first).
+REDSHIFT_CREATE_MARKS = sql.SQL(
+    """
+    create table if not exists {schema}.high_water_marks (
+        source_name character varying(256) not null,
+        table_name character varying(256) not null,
+        cursor_column character varying(256) not null,
+        mark timestamptz,
+        read_from timestamptz,
+        batch_id character varying(64) not null,
+        source_deletes bigint,
+        read_after boolean not null default false,
+        looked_at timestamptz,
+        open_transactions character varying(65535) not null default '[]',
+        updated_at timestamptz not null default getdate(),
+        primary key (source_name, table_name)
+    )
+    """
+).format(schema=sql.Identifier(STATE_SCHEMA))
+REDSHIFT_MARK_COLUMNS = tuple(
+    (name, "character varying(65535) not null default '[]'" if name == "open_transactions" else d)
+    for name, d in MARK_COLUMNS
+)
+REDSHIFT_DELETE_MARK = sql.SQL(
+    "delete from {schema}.high_water_marks "
+    "where source_name = %(source)s and table_name = %(table)s"
+).format(schema=sql.Identifier(STATE_SCHEMA))
+REDSHIFT_INSERT_MARK = sql.SQL(
+    """
+    insert into {schema}.high_water_marks (
+        source_name, table_name, cursor_column, mark, read_from, batch_id, source_deletes,
+        read_after, looked_at, open_transactions
+    )
+    values (
+        %(source)s, %(table)s, %(cursor)s, %(mark)s, %(read_from)s, %(batch_id)s,
+        %(source_deletes)s, %(read_after)s, %(looked_at)s, %(open_transactions)s
+    )
+    """
+).format(schema=sql.Identifier(STATE_SCHEMA))
+
+
 @dataclass(frozen=True)
 class OpenTransaction:
     """A transaction open at a read, and the lowest cursor value its rows can carry
@@ -127,12 +170,31 @@ def ensure_state_table(cur: Cursor) -> None:
             )
 
 
+def ensure_state_table_redshift(cur: Cursor) -> None:
+    """`ensure_state_table` in Redshift's SQL."""
+    cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(STATE_SCHEMA)))
+    cur.execute(REDSHIFT_CREATE_MARKS)
+    cur.execute(MARK_COLUMNS_PRESENT, {"schema": STATE_SCHEMA})
+    present = {name for (name,) in cur.fetchall()}
+    for column, definition in REDSHIFT_MARK_COLUMNS:
+        if column not in present:
+            cur.execute(
+                sql.SQL("alter table {} add column {} {}").format(
+                    sql.Identifier(STATE_SCHEMA, "high_water_marks"),
+                    sql.Identifier(column),
+                    sql.SQL(definition),
+                )
+            )
+
+
 def read_mark(cur: Cursor, source: str, table: str) -> Mark | None:
     cur.execute(READ_MARK, {"source": source, "table": table})
     row = cur.fetchone()
     if not row:
         return None
     cursor_column, mark, read_from, source_deletes, read_after, looked_at, opened = row
+    if isinstance(opened, str):  # Redshift keeps them as JSON text
+        opened = json.loads(opened)
     return Mark(
         cursor_column,
         mark,
@@ -150,24 +212,36 @@ def read_mark(cur: Cursor, source: str, table: str) -> Mark | None:
     )
 
 
-def write_mark(cur: Cursor, source: str, table: str, mark: Mark, batch_id: str) -> None:
-    cur.execute(
-        WRITE_MARK,
-        {
-            "source": source,
-            "table": table,
-            "cursor": mark.cursor_column,
-            "mark": mark.mark,
-            "read_from": mark.read_from,
-            "batch_id": batch_id,
-            "source_deletes": mark.source_deletes,
-            "read_after": mark.read_after,
-            "looked_at": mark.looked_at,
-            "open_transactions": json.dumps(
-                [
-                    {"id": t.transaction_id, "since": t.since.isoformat() if t.since else None}
-                    for t in mark.open_transactions
-                ]
-            ),
-        },
-    )
+def write_mark(
+    cur: Cursor, source: str, table: str, mark: Mark, batch_id: str, *, redshift: bool = False
+) -> None:
+    """Insert or replace a table's mark, in the caller's transaction (Redshift:
+    delete + insert, which the transaction makes one change)."""
+    params = _mark_params(source, table, mark, batch_id)
+    if redshift:
+        # Timestamps as ISO text: psycopg2 would bind them with PostgreSQL's `::` casts.
+        params = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in params.items()}
+        cur.execute(REDSHIFT_DELETE_MARK, params)
+        cur.execute(REDSHIFT_INSERT_MARK, params)
+    else:
+        cur.execute(WRITE_MARK, params)
+
+
+def _mark_params(source: str, table: str, mark: Mark, batch_id: str) -> dict[str, object]:
+    return {
+        "source": source,
+        "table": table,
+        "cursor": mark.cursor_column,
+        "mark": mark.mark,
+        "read_from": mark.read_from,
+        "batch_id": batch_id,
+        "source_deletes": mark.source_deletes,
+        "read_after": mark.read_after,
+        "looked_at": mark.looked_at,
+        "open_transactions": json.dumps(
+            [
+                {"id": t.transaction_id, "since": t.since.isoformat() if t.since else None}
+                for t in mark.open_transactions
+            ]
+        ),
+    }

@@ -49,8 +49,11 @@ SASL = struct.pack("!I", 10)  # AuthenticationSASL
 class RedshiftWire:
     """Listens on 127.0.0.1:`port`, relays to PostgreSQL at `upstream`."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], *, libpq: bool = False) -> None:
         self.upstream = upstream
+        # libpq (psycopg2) reads the SASL mechanism list as PostgreSQL sends it;
+        # redshift_connector needs the rewrite below.
+        self.libpq = libpq
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -90,7 +93,7 @@ class RedshiftWire:
                 body = _read(upstream, struct.unpack("!I", _read(upstream, 4))[0] - 4)
                 if kind == b"S" and body.startswith(b"server_version\0"):
                     body = b"server_version\0" + REDSHIFT_VERSION + b"\0"
-                if kind == b"R" and body[:4] == SASL:
+                if kind == b"R" and body[:4] == SASL and not self.libpq:
                     # PostgreSQL ends the SASL mechanism list with an empty name;
                     # redshift_connector reads that as an unknown mechanism.
                     names = [name for name in body[4:].split(b"\0") if name]

@@ -86,6 +86,92 @@ order by activity.xact_start nulls last, locks.pid
 """
 _held: dict[str, psycopg2.extensions.connection] = {}
 
+# Redshift (server_version 8.0.2) has no lock modes, no NOWAIT, no lock_timeout, no
+# savepoints, no row locks and no pg_locks: its `LOCK` is always exclusive (readers and
+# writers of the table wait), the wait is bounded by `statement_timeout` around it,
+# and the holders are read from svv_transactions.
+REDSHIFT_SERVER_VERSION = 80002
+REDSHIFT_LOCK_TABLES = tuple(
+    sql.SQL("create table if not exists {}.{} (note character varying(256))").format(
+        sql.Identifier(OPS_SCHEMA), sql.Identifier(name)
+    )
+    for name in (PIPELINE_LOCK, RAW_LOCK, DDL_LOCK)
+)
+REDSHIFT_LOCK_HOLDERS = """
+select
+    coalesce(trim(transactions.txn_owner), 'unknown user'),
+    transactions.pid,
+    coalesce(to_char(transactions.txn_start, 'YYYY-MM-DD HH24:MI:SS') || ' UTC',
+        'an unknown time')
+from svv_transactions as transactions
+where transactions.relation = (
+    select relation.oid
+    from pg_class as relation
+    inner join pg_namespace as namespace on namespace.oid = relation.relnamespace
+    where namespace.nspname = %(schema)s and relation.relname = %(table)s
+)
+    and transactions.granted
+    and transactions.pid <> pg_backend_pid()
+order by transactions.txn_start, transactions.pid
+"""
+
+
+def is_redshift(cur: psycopg2.extensions.cursor) -> bool:
+    """Whether the cursor's server is Redshift (it reports PostgreSQL 8.0.2)."""
+    return bool(cur.connection.server_version <= REDSHIFT_SERVER_VERSION)
+
+
+def describe_holders_redshift(cur: psycopg2.extensions.cursor, schema: str, table: str) -> str:
+    """Who holds a lock on ``schema.table`` on Redshift (svv_transactions). Runs after
+    the waiting transaction was rolled back (Redshift has no savepoints)."""
+    try:
+        cur.execute(REDSHIFT_LOCK_HOLDERS, {"schema": schema, "table": table})
+        rows = cur.fetchall()
+    except psycopg2.Error:
+        cur.connection.rollback()
+        rows = []
+    if not rows:
+        return "held by an unknown session"
+    return "held by " + "; ".join(f"{user} (pid {pid}) since {since}" for user, pid, since in rows)
+
+
+def lock_redshift(
+    cur: psycopg2.extensions.cursor,
+    schema: str,
+    table: str,
+    *,
+    timeout_s: float,
+    what: str,
+) -> None:
+    """Redshift's ``LOCK schema.table`` in the current transaction, held until it ends.
+
+    Redshift's LOCK has no modes and no timeout: it is always exclusive, so other
+    sessions' reads and writes of the table wait too, and it would wait for the
+    holder forever. The wait is bounded by ``statement_timeout`` (at least 1 ms, so
+    a wait of 0 fails at once); when it runs out the whole transaction is rolled
+    back (no savepoints) and `LockTimeout` names the holders.
+    """
+    started = time.monotonic()
+    cur.execute("select current_setting('statement_timeout')")
+    previous = cur.fetchone()[0]
+    cur.execute(
+        sql.SQL("set statement_timeout to {}").format(sql.Literal(max(1, int(timeout_s * 1000))))
+    )
+    try:
+        cur.execute(sql.SQL("lock {}").format(sql.Identifier(schema, table)))
+    except psycopg2.errors.QueryCanceled:
+        cur.connection.rollback()
+        holder = describe_holders_redshift(cur, schema, table)
+        raise LockTimeout(what, holder, time.monotonic() - started) from None
+    cur.execute(sql.SQL("set statement_timeout to {}").format(sql.Literal(previous)))
+
+
+def ensure_lock_tables_redshift(cur: psycopg2.extensions.cursor) -> None:
+    """The lock tables in ``ops`` on Redshift (a load locks its raw table itself)."""
+    cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(OPS_SCHEMA)))
+    for statement in REDSHIFT_LOCK_TABLES:
+        cur.execute(statement)
+
 
 class PipelineBusy(TidewaterError):
     def __init__(self, holder: str, waited_s: float) -> None:
@@ -145,6 +231,9 @@ def describe_holders(
 def ensure_lock_tables(cur: psycopg2.extensions.cursor) -> None:
     """Create the lock tables in ``ops`` if missing. Inside a transaction, a
     concurrent creator is tolerated (the table is there once it commits)."""
+    if is_redshift(cur):
+        ensure_lock_tables_redshift(cur)
+        return
     cur.execute(
         "select count(*) from unnest(%s::text[]) as name where to_regclass(name) is null",
         ([_qualified(name) for name in (PIPELINE_LOCK, RAW_LOCK, TABLE_LOCKS, DDL_LOCK)],),
@@ -180,7 +269,11 @@ def _take(
     what: str,
 ) -> None:
     """``LOCK TABLE ops.<table> IN <mode> MODE`` in the current transaction, waiting at
-    most ``timeout_s`` (0: not at all); raises `LockTimeout` naming the holder."""
+    most ``timeout_s`` (0: not at all); raises `LockTimeout` naming the holder.
+    On Redshift: `lock_redshift` (no modes: exclusive)."""
+    if is_redshift(cur):
+        lock_redshift(cur, OPS_SCHEMA, table, timeout_s=timeout_s, what=what)
+        return
     started = time.monotonic()
     cur.execute("select current_setting('lock_timeout')")
     previous = cur.fetchone()[0]
@@ -282,7 +375,8 @@ def acquire(target: Target, *, job: str, wait_s: float = 0.0) -> None:
         conn.autocommit = False
         with conn.cursor() as cur:
             # This transaction stays open (idle) for the whole run: it holds the lock.
-            cur.execute("set idle_in_transaction_session_timeout = 0")
+            if not is_redshift(cur):  # Redshift has no idle timeout to lift
+                cur.execute("set idle_in_transaction_session_timeout = 0")
             cur.execute("set statement_timeout = 0")
             _take(cur, PIPELINE_LOCK, "EXCLUSIVE", timeout_s=wait_s, what="the pipeline lock")
     except LockTimeout as busy:

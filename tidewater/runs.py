@@ -128,6 +128,27 @@ OPS_INDEXES = (
     "create index if not exists job_runs_pipeline_run on ops.job_runs (pipeline_run_id)",
 )
 
+# Redshift has no jsonb, no `create index`, no `add column if not exists` and no
+# arrays as parameters: the same tables with Redshift's types (JSON as text), the
+# missing columns found in information_schema, and no indexes (Redshift sorts and
+# zone-maps instead).
+REDSHIFT_OPS_TABLES = tuple(
+    statement.replace("jsonb", "character varying(65535)").replace(
+        " text", " character varying(65535)"
+    )
+    for statement in OPS_TABLES
+    if "create index" not in statement
+)
+OPS_COLUMNS_PRESENT = """
+select table_name, column_name from information_schema.columns where table_schema = 'ops'
+"""
+REDSHIFT_MARK_ORPHANS = """
+update ops.job_runs
+set status = 'failed', error_class = 'terminal', finished_at = coalesce(finished_at, getdate()),
+    error_message = 'the process stopped without recording an end (killed or crashed)'
+where status = 'running' and host = %(host)s and pid not in %(alive)s
+"""
+
 # Every job of one invocation (`invoke load transform`: load, dbt build, publish)
 # shares this id, also across the subprocesses the tasks start: the first entry
 # point to need it sets the variable, and child processes inherit it.
@@ -188,8 +209,16 @@ def durable(conn: psycopg2.extensions.connection) -> psycopg2.extensions.connect
     return conn
 
 
+def is_redshift(conn: psycopg2.extensions.connection) -> bool:
+    """Whether the connection's server is Redshift (it reports PostgreSQL 8.0.2)."""
+    return bool(conn.server_version <= REDSHIFT_SERVER_VERSION)
+
+
 def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
     """Create the ops tables if they are missing (idempotent)."""
+    if is_redshift(conn):
+        _ensure_ops_tables_redshift(conn)
+        return
     with conn.cursor() as cur:
         cur.execute("select 1 from pg_namespace where nspname = %s", (OPS_SCHEMA,))
         if cur.fetchone() is None:
@@ -215,6 +244,26 @@ def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
                 )
         for statement in OPS_INDEXES:
             cur.execute(statement)
+    if not conn.autocommit:
+        conn.commit()
+
+
+def _ensure_ops_tables_redshift(conn: psycopg2.extensions.connection) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(OPS_SCHEMA)))
+        for statement in REDSHIFT_OPS_TABLES:
+            cur.execute(statement)
+        cur.execute(OPS_COLUMNS_PRESENT)
+        present = set(cur.fetchall())
+        for table, column, column_type in OPS_COLUMNS:
+            if (table, column) not in present:
+                cur.execute(
+                    sql.SQL("alter table {} add column {} {}").format(
+                        sql.Identifier(OPS_SCHEMA, table),
+                        sql.Identifier(column),
+                        sql.SQL(column_type.replace("text", "character varying(65535)")),
+                    )
+                )
     if not conn.autocommit:
         conn.commit()
 
@@ -345,7 +394,10 @@ def record_job(
     ensure_ops_tables(conn)
     host = socket.gethostname()
     with conn.cursor() as cur:
-        cur.execute(MARK_ORPHANS, {"host": host, "alive": _alive_pids()})
+        if is_redshift(conn):
+            cur.execute(REDSHIFT_MARK_ORPHANS, {"host": host, "alive": tuple(_alive_pids())})
+        else:
+            cur.execute(MARK_ORPHANS, {"host": host, "alive": _alive_pids()})
         cur.execute(
             "insert into ops.job_runs (run_id, job, started_at, status, host, pid, code_revision,"
             " pipeline_run_id) values (%s, %s, %s, 'running', %s, %s, %s, %s)",
@@ -450,18 +502,51 @@ def record_table_loads(
         sink.incr(metric_name(*name, r.status))
         sink.incr(metric_name(*name, "rows_read"), r.rows_read)
         sink.incr(metric_name(*name, "rows_written"), r.inserted + r.updated + r.deleted)
+    insert = (
+        "insert into ops.table_loads (run_id, batch_id, source_name, table_name, load_mode, "
+        "status, started_at, duration_s, rows_read, rows_inserted, rows_updated, rows_deleted,"
+        " rows_reread, mark_before, mark_after, attempts, error_class, error_message,"
+        " source_held_s, late_commit_safety) "
+    )
+    if is_redshift(conn):
+        _replace_run_rows_redshift(conn, "ops.table_loads", run_id, insert + "values %s", rows)
+        return
     with conn.cursor() as cur:
-        execute_values(
-            cur,
-            "insert into ops.table_loads (run_id, batch_id, source_name, table_name, load_mode, "
-            "status, started_at, duration_s, rows_read, rows_inserted, rows_updated, rows_deleted,"
-            " rows_reread, mark_before, mark_after, attempts, error_class, error_message,"
-            " source_held_s, late_commit_safety) "
-            "values %s on conflict do nothing",
-            rows,
-        )
+        execute_values(cur, insert + "values %s on conflict do nothing", rows)
     if not conn.autocommit:
         conn.commit()
+
+
+def _replace_run_rows_redshift(
+    conn: psycopg2.extensions.connection,
+    table: str,
+    run_id: str,
+    insert: str,
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """Redshift has no `on conflict`: a run's rows are deleted and inserted again in
+    one transaction (a record written twice, after a lost connection, stays one)."""
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            schema, name = table.split(".")
+            cur.execute(
+                sql.SQL("delete from {} where run_id = %s").format(sql.Identifier(schema, name)),
+                (run_id,),
+            )
+            execute_values(cur, insert, [_redshift_values(row) for row in rows])
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.autocommit = autocommit
+
+
+def _redshift_values(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Timestamps as ISO text: psycopg2 binds datetimes with PostgreSQL's `::` casts."""
+    return tuple(value.isoformat() if isinstance(value, datetime) else value for value in row)
 
 
 def record_dbt_results(
@@ -487,15 +572,15 @@ def record_dbt_results(
                 (result.get("message") or "")[:2000] or None,
             )
         )
-    if rows:
+    insert = (
+        "insert into ops.dbt_node_runs (run_id, unique_id, resource_type, node_name, "
+        "status, started_at, completed_at, execution_time_s, rows_affected, message) "
+    )
+    if rows and is_redshift(conn):
+        _replace_run_rows_redshift(conn, "ops.dbt_node_runs", run_id, insert + "values %s", rows)
+    elif rows:
         with conn.cursor() as cur:
-            execute_values(
-                cur,
-                "insert into ops.dbt_node_runs (run_id, unique_id, resource_type, node_name, "
-                "status, started_at, completed_at, execution_time_s, rows_affected, message) "
-                "values %s on conflict do nothing",
-                rows,
-            )
+            execute_values(cur, insert + "values %s on conflict do nothing", rows)
         if not conn.autocommit:
             conn.commit()
     return len(rows)

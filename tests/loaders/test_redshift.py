@@ -208,44 +208,6 @@ def test_rows_stage_to_s3_as_gzip_parts_with_a_manifest_and_load_back(
     assert execute(source_dsn, compare) == execute(warehouse_dsn, compare)
 
 
-def test_a_redshift_load_is_one_transaction_of_redshift_statements(pg) -> None:
-    load = redshift.RedshiftLoad(
-        source="app",
-        raw_schema="raw_app",
-        table="orders",
-        columns=COLUMNS,
-        primary_key=("order_id",),
-        cursor="updated_at",
-        manifest_url="s3://bucket/app/orders/b1/manifest.json",
-        iam_role="arn:aws:iam::1:role/loader",
-        batch_id="b1",
-    )
-    statements = [
-        s.as_string(pg)
-        for s in redshift.plan_load(
-            load, mark="2026-01-01T00:00:00+00:00", read_from="2026-01-01T00:00:00+00:00"
-        )
-    ]
-    kinds = [statement.split(" ")[0] for statement in statements]
-    assert kinds == [
-        "create",
-        "create",
-        "create",
-        "create",
-        "lock",
-        "create",
-        "copy",
-        "update",
-        "insert",
-        "delete",
-        "insert",
-        "drop",
-    ]
-    assert 'lock "raw_app"."orders"' in statements
-    for statement in statements:
-        parses_as_redshift(statement)
-
-
 def test_a_redshift_source_unloads_its_read_window_to_a_batch_prefix(pg) -> None:
     from datetime import UTC, datetime
 
