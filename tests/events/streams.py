@@ -10,7 +10,7 @@ import uuid
 from events.decode import MAX_EVENT_BYTES
 from events.publish import publisher_for
 from loaders.config import SourceConfig, TableConfig
-from tests.events.conftest import execute
+from tests.loaders.conftest import execute
 
 POISON_BODIES = (
     b"not json at all",

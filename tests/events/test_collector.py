@@ -19,7 +19,7 @@ import requests
 from events.collector import MAX_REQUEST_BYTES, run_collector
 from events.warehouse import StreamRef
 from loaders.pipeline import connector
-from tests.events.conftest import execute
+from tests.loaders.conftest import execute
 
 SCHEMA = "raw_web"
 KILL_ROUNDS = int(os.environ.get("TIDEWATER_EVENTS_KILL_ROUNDS", "100"))

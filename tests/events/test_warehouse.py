@@ -9,7 +9,7 @@ import pytest
 
 from events.decode import Message, decode_message
 from events.warehouse import StreamRef, ensure_stream_tables, read_position, write_batch
-from tests.events.conftest import execute
+from tests.loaders.conftest import execute
 
 REF = StreamRef("shop", "rabbitmq", "raw_shop", "orders_placed")
 
