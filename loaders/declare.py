@@ -10,7 +10,7 @@ primary key from the catalog (none: bulk); ``detect_deletes`` for tables that ar
 updated in place. Run again, it appends entries for new tables and leaves every
 existing line of the file as it was.
 
-    python -m loaders.declare --source shop      # reads TIDEWATER_SOURCE_SHOP_DSN
+    tidewater declare --source shop      # reads TIDEWATER_SOURCE_SHOP_DSN
 """
 
 from __future__ import annotations

@@ -333,9 +333,9 @@ def new_run_id() -> str:
 def pipeline_run_id() -> str:
     """The id shared by every job of this invocation (``TIDEWATER_PIPELINE_RUN_ID``).
 
-    Set once per process tree: an `invoke` process sets it before starting
-    ``python -m loaders`` and ``python -m tidewater``; a job started on its own
-    gets an id of its own, exported here so whatever it starts shares it.
+    Set once per process tree: an `invoke` process sets it before running its jobs
+    (an Airflow task sets the Airflow run id); a job started on its own (``tidewater
+    load``) gets an id of its own, exported here so whatever it starts shares it.
     """
     value = os.environ.get(PIPELINE_RUN_ENV, "").strip()
     if not value:

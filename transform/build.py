@@ -81,7 +81,7 @@ def run_dbt(
     connect = warehouse_connector(target)
     # never read a previous run's results
     (DBT_PROJECT_DIR / "target" / "run_results.json").unlink(missing_ok=True)
-    # Audit marks (tidewater/audit.py): PostgreSQL builds only, where the raw
+    # Audit marks (transform/audit.py): PostgreSQL builds only, where the raw
     # lock makes them exact.
     audited = command == "build" and target.type == "postgres"
     fingerprint = project_fingerprint() if audited else ""

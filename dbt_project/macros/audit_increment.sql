@@ -5,7 +5,7 @@
     A full-table test of a mart with millions of rows costs as much as
     building it, every run. After a green, published build, `invoke transform`
     records per tested relation the newest `_loaded_at` that build tested
-    (`ops.audit_marks`, see tidewater/audit.py). On the next run the row-level
+    (`ops.audit_marks`, see transform/audit.py). On the next run the row-level
     generic tests read only what is newer:
 
     - `not_null` and `accepted_values`: rows with `_loaded_at` after the mark;

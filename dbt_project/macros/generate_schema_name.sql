@@ -6,7 +6,7 @@
     `intermediate`, `snapshots` - except the marts. Marts are built and tested
     in the shadow schema `var('marts_build_schema')` (`marts_build`), and
     `invoke transform` publishes them into `marts` only after `dbt build`
-    passed (tidewater/publish.py), so dashboards never read a mart whose tests
+    passed (transform/publish.py), so dashboards never read a mart whose tests
     failed. `invoke docs` sets the variable to `marts`, so the docs name the
     relations BI tools read.
 
