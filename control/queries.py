@@ -141,6 +141,17 @@ group by 1
 order by 1
 """
 
+# Event streams (the `events` package keeps ops.event_streams current in every
+# batch's transaction): how far behind the tail each consumer is, dead letters, rate.
+HAS_EVENT_STREAMS = "select to_regclass('ops.event_streams') is not null as has_streams"
+EVENT_STREAMS = """
+select source_name || '.' || stream as stream, kind, position, tail, lag_messages, lag_seconds,
+    events_stored, duplicates, dead_letters, events_per_s,
+    extract(epoch from now() - updated_at) as age_s
+from ops.event_streams
+order by 1
+"""
+
 # Failed jobs, table loads and dbt nodes, newest first; `kinds` (a list, or null
 # for all) picks which: `job`, `load`, or a dbt resource type such as `model`.
 # Each part is cut to the limit first, so the newest failed jobs come off the

@@ -33,8 +33,10 @@ def collect_status(conn: Any, *, days: int = 7, limit: int = 10) -> dict[str, An
                 for row in queries.fetch(cur, query, **params)
             ]
 
+        (streams,) = queries.fetch(cur, queries.HAS_EVENT_STREAMS)
         return {
             "pipeline_runs": rows(queries.RECENT_PIPELINE_RUNS, limit=limit, pipeline_only=False),
+            "event_streams": rows(queries.EVENT_STREAMS) if streams["has_streams"] else [],
             "runs": rows(queries.RECENT_JOB_RUNS, limit=limit),
             "success_rate": rows(queries.SUCCESS_RATE, days=days),
             "last_errors": rows(queries.FAILURES, kinds=["job"], limit=LAST_ERRORS),
@@ -148,6 +150,32 @@ def status_sections(status: dict[str, Any]) -> list[Section]:
             ],
         ),
         (
+            "Event streams (behind the tail, dead letters)",
+            [
+                "stream",
+                "kind",
+                "behind",
+                "behind by",
+                "stored",
+                "dead letters",
+                "events/s",
+                "updated",
+            ],
+            [
+                [
+                    row["stream"],
+                    row["kind"],
+                    human_count(row["lag_messages"]),
+                    human_duration(row["lag_seconds"]),
+                    human_count(row["events_stored"]),
+                    human_count(row["dead_letters"]),
+                    f"{row['events_per_s'] or 0:,.0f}",
+                    human_age(row["age_s"]),
+                ]
+                for row in status.get("event_streams", [])
+            ],
+        ),
+        (
             "Freshness (last successful load)",
             ["table", "last loaded"],
             [[row["table_name"], human_age(row["age_s"])] for row in status["freshness"]],
@@ -180,6 +208,7 @@ def status_sections(status: dict[str, Any]) -> list[Section]:
 LOAD_COUNTS = ("rows_read", "rows_inserted", "rows_updated", "rows_deleted")
 RIGHT_ALIGNED = frozenset({"took", "rows", "runs", "succeeded", "success", "read", "inserted"})
 RIGHT_ALIGNED |= {"updated", "deleted", "last run took", "median of the 20 before"}
+RIGHT_ALIGNED |= {"behind", "behind by", "stored", "dead letters", "events/s"}
 
 
 def _print_rich(sections: list[Section]) -> None:

@@ -332,3 +332,12 @@ def test_page_views_posted_to_the_collector_reach_staging_once(project: Project)
         project.warehouse,
         "select count(*), count(distinct page_view_id) from staging.stg_web__page_views",
     ) == [(40, 40)]
+    # invoke status shows the stream like a table load: stored, dead letters, lag.
+    import json
+
+    (stream,) = json.loads(project.invoke("status", "--json").stdout)["event_streams"]
+    assert (stream["stream"], stream["events_stored"], stream["dead_letters"]) == (
+        "web.page_views",
+        40,
+        0,
+    )
