@@ -278,3 +278,16 @@ tidewater:
         )
     etl_dsn = as_login(warehouse_admin, f"{role_prefix}tidewater_etl_runner")
     return Project(env, etl_dsn, source)
+
+
+SOURCE_COMPLETED = (
+    "select sum(order_total), count(*) from orders where status in ('paid', 'shipped', 'delivered')"
+)
+MART_COMPLETED = (
+    "select sum(order_total), count(*) from marts.fct_orders where is_completed and not _is_deleted"
+)
+
+
+def completed_revenue(project: Project) -> tuple[tuple, tuple]:
+    """Revenue and count of completed orders, at the source and in the published mart."""
+    return query(project.source, SOURCE_COMPLETED)[0], query(project.warehouse, MART_COMPLETED)[0]

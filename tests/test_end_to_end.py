@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 import demo_app
-from tests.conftest import ROOT, Project, as_login, query
+from tests.conftest import ROOT, Project, as_login, completed_revenue, query
 from tidewater.paths import DBT_PROJECT_DIR
 
 README = ROOT / "README.md"
@@ -44,14 +44,7 @@ def test_load_transform_builds_marts_that_agree_with_the_source(project: Project
     assert "Completed successfully" in first.stdout
 
     # The marts agree with the source: revenue from completed orders, order counts.
-    source_revenue = query(
-        project.source,
-        "select sum(order_total), count(*) from orders where status in ('paid', 'shipped', 'delivered')",
-    )[0]
-    mart_revenue = query(
-        project.warehouse,
-        "select sum(order_total), count(*) from marts.fct_orders where is_completed and not _is_deleted",
-    )[0]
+    source_revenue, mart_revenue = completed_revenue(project)
     assert mart_revenue == source_revenue
     daily = query(project.warehouse, "select sum(revenue) from marts.agg_daily_sales")[0][0]
     assert daily == source_revenue[0]
@@ -100,14 +93,7 @@ def test_after_live_changes_the_marts_follow_the_source(project: Project) -> Non
     project.invoke("load", "transform")
     demo_app.workload.simulate(project.source, steps=60, seed=7)
     project.invoke("load", "transform")
-    source = query(
-        project.source,
-        "select sum(order_total), count(*) from orders where status in ('paid', 'shipped', 'delivered')",
-    )[0]
-    mart = query(
-        project.warehouse,
-        "select sum(order_total), count(*) from marts.fct_orders where is_completed and not _is_deleted",
-    )[0]
+    source, mart = completed_revenue(project)
     assert mart == source
     # docs with lineage for the BI users
     project.invoke("docs")

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from tests.airflow.support import Airflow, require_airflow
-from tests.conftest import APP_MARTS, Project, execute, query
+from tests.conftest import APP_MARTS, Project, completed_revenue, execute, query
 
 require_airflow()
 
@@ -82,14 +82,7 @@ def assert_a_green_run(airflow: Airflow, project: Project, logical_date: str) ->
     )[0][0]
     assert loads == len(RAW_ASSETS)
     # The marts are published and agree with the source.
-    source = query(
-        project.source,
-        "select sum(order_total), count(*) from orders where status in ('paid', 'shipped', 'delivered')",
-    )[0]
-    mart = query(
-        project.warehouse,
-        "select sum(order_total), count(*) from marts.fct_orders where is_completed and not _is_deleted",
-    )[0]
+    source, mart = completed_revenue(project)
     assert mart == source
     # Each raw table and each mart is an asset, updated by the task that wrote it.
     assert RAW_ASSETS | set(APP_MARTS) <= set(run.asset_events), run.asset_events
