@@ -174,7 +174,16 @@ APP_MARTS = (
     "fct_payments",
 )
 # The schemas roles/roles.yml manages for the demo app.
-MANAGED_SCHEMAS = ("raw_app", "staging", "intermediate", "marts", "marts_build", "snapshots", "ops")
+MANAGED_SCHEMAS = (
+    "raw_app",
+    "raw_web",
+    "staging",
+    "intermediate",
+    "marts",
+    "marts_build",
+    "snapshots",
+    "ops",
+)
 
 
 class Project:
