@@ -221,22 +221,22 @@ REDSHIFT_TEXT = [statement.text for statement in REDSHIFT.statements]
         "CREATE USER tidewater_etl_runner PASSWORD DISABLE NOCREATEDB NOCREATEUSER IN GROUP etl",
         "CREATE SCHEMA IF NOT EXISTS raw_app",
         "CREATE SCHEMA IF NOT EXISTS sandbox_analyst_alice AUTHORIZATION analyst_alice",
-        "REVOKE ALL ON SCHEMA intermediate, marts, marts_build, ops, raw_app, sandbox_analyst_alice, "
+        "REVOKE ALL ON SCHEMA intermediate, marts, marts_build, ops, raw_app, raw_web, sandbox_analyst_alice, "
         "snapshots, staging FROM PUBLIC",
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
         "REVOKE CREATE, TEMPORARY ON DATABASE warehouse FROM PUBLIC",
         "GRANT USAGE ON SCHEMA marts TO GROUP dashboard",
         "GRANT SELECT ON ALL TABLES IN SCHEMA marts TO GROUP dashboard",
-        "GRANT CREATE, USAGE ON SCHEMA intermediate, marts, marts_build, ops, raw_app, snapshots, staging "
+        "GRANT CREATE, USAGE ON SCHEMA intermediate, marts, marts_build, ops, raw_app, raw_web, snapshots, staging "
         "TO GROUP etl",
         "GRANT DELETE, INSERT, SELECT, UPDATE ON ALL TABLES IN SCHEMA intermediate, marts, marts_build, ops, "
-        "raw_app, snapshots, staging TO GROUP etl",
+        "raw_app, raw_web, snapshots, staging TO GROUP etl",
         "ALTER DEFAULT PRIVILEGES FOR USER tidewater_etl_runner IN SCHEMA intermediate, marts, marts_build, "
-        "ops, raw_app, snapshots, staging GRANT SELECT ON TABLES TO GROUP analyst",
+        "ops, raw_app, raw_web, snapshots, staging GRANT SELECT ON TABLES TO GROUP analyst",
         "ALTER DEFAULT PRIVILEGES FOR USER tidewater_etl_runner IN SCHEMA marts "
         "GRANT SELECT ON TABLES TO GROUP dashboard",
         "ALTER DEFAULT PRIVILEGES FOR USER tidewater_etl_runner IN SCHEMA intermediate, marts, marts_build, "
-        "ops, raw_app, snapshots, staging GRANT DELETE, INSERT, SELECT, UPDATE ON TABLES "
+        "ops, raw_app, raw_web, snapshots, staging GRANT DELETE, INSERT, SELECT, UPDATE ON TABLES "
         "TO GROUP etl",
         "ALTER DEFAULT PRIVILEGES FOR USER analyst_alice, tidewater_etl_runner "
         "REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
