@@ -49,7 +49,7 @@ def test_the_dag_file_names_tasks_and_assets_as_the_graph_does(airflow_home: Pat
     assert dag.get_task("verify_roles").upstream_task_ids == {"transform"}
     raw = {asset.name for asset in dag.get_task("load").outlets}
     marts = {asset.name for asset in dag.get_task("transform").outlets}
-    assert raw == {f"raw_app.{table}" for table in RAW_TABLES}
+    assert raw == {f"raw_app.{table}" for table in RAW_TABLES} | {"raw_web.page_views"}
     assert set(APP_MARTS) <= marts
     # The same names as the nodes of `invoke graph`, in the same layers.
     manifest = {
@@ -62,6 +62,15 @@ def test_the_dag_file_names_tasks_and_assets_as_the_graph_does(airflow_home: Pat
                 "meta": {"tidewater": {}},
             }
             for table in RAW_TABLES
+        }
+        | {
+            "source.tidewater.web.page_views": {
+                "name": "page_views",
+                "schema": "raw_web",
+                "source_name": "web",
+                "loader": "tidewater",
+                "meta": {"tidewater": {"kind": "http"}},
+            }
         },
         "nodes": {
             f"model.tidewater.{name}": {
@@ -82,7 +91,7 @@ def test_the_dag_file_names_tasks_and_assets_as_the_graph_does(airflow_home: Pat
     assert mart_asset("fct_orders") in dag.get_task("transform").outlets
 
     split = build_dag(dag_id="tidewater_split", split_by_source=True)
-    assert set(split.task_ids) == {"load_app", "transform", "verify_roles"}
+    assert set(split.task_ids) == {"load_app", "load_web", "transform", "verify_roles"}
 
 
 PROFILE = """
