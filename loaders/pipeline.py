@@ -60,10 +60,9 @@ from loaders.state import Mark
 from loaders.warehouse_engine import (
     PostgresWarehouse,
     WarehouseEngine,
-    is_redshift,
     warehouse_for,
 )
-from tidewater.db import connect, is_transient
+from tidewater.db import connect, is_redshift, is_transient
 
 __all__ = [
     "ConnectFn",

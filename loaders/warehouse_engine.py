@@ -35,7 +35,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import IO, ClassVar, Literal
 
-import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
@@ -61,8 +60,6 @@ WarehouseKind = Literal["postgres", "redshift"]
 CopyFormat = Literal["text", "csv"]
 # Writes the rows of one read into a byte stream (a source engine's `copy_out`).
 Produce = Callable[[IO[bytes]], None]
-# PostgreSQL's server_version of Redshift (8.0.2).
-REDSHIFT_SERVER_VERSION = 80002
 
 
 class Pipe:
@@ -310,11 +307,6 @@ class PostgresWarehouse(WarehouseEngine):
 
     def replace(self, cur: Cursor, raw: RawTable) -> tuple[int, int]:
         return replace_if_changed(cur, raw, self.batch_id)
-
-
-def is_redshift(conn: psycopg2.extensions.connection) -> bool:
-    """Whether a connection's server is Redshift (it reports PostgreSQL 8.0.2)."""
-    return bool(conn.server_version <= REDSHIFT_SERVER_VERSION)
 
 
 # kind → "module:Class"; a module is imported only when its warehouse is loaded into

@@ -202,6 +202,15 @@ def _redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+# PostgreSQL's server_version as Redshift reports it (8.0.2).
+REDSHIFT_SERVER_VERSION = 80002
+
+
+def is_redshift(conn: psycopg2.extensions.connection) -> bool:
+    """Whether the connection's server is Redshift (it reports PostgreSQL 8.0.2)."""
+    return bool(conn.server_version <= REDSHIFT_SERVER_VERSION)
+
+
 def warehouse_connector(target: Target) -> ConnectFn:
     """Connections to the warehouse as the target's (ETL) user."""
     return lambda: connect(

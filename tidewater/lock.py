@@ -36,7 +36,7 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from tidewater.db import connect
+from tidewater.db import connect, is_redshift
 from tidewater.exceptions import TidewaterError
 from tidewater.profile import Target
 from tidewater.runs import OPS_SCHEMA, ensure_ops_tables, pipeline_run_id
@@ -90,7 +90,6 @@ _held: dict[str, psycopg2.extensions.connection] = {}
 # savepoints, no row locks and no pg_locks: its `LOCK` is always exclusive (readers and
 # writers of the table wait), the wait is bounded by `statement_timeout` around it,
 # and the holders are read from svv_transactions.
-REDSHIFT_SERVER_VERSION = 80002
 REDSHIFT_LOCK_TABLES = tuple(
     sql.SQL("create table if not exists {}.{} (note character varying(256))").format(
         sql.Identifier(OPS_SCHEMA), sql.Identifier(name)
@@ -114,11 +113,6 @@ where transactions.relation = (
     and transactions.pid <> pg_backend_pid()
 order by transactions.txn_start, transactions.pid
 """
-
-
-def is_redshift(cur: psycopg2.extensions.cursor) -> bool:
-    """Whether the cursor's server is Redshift (it reports PostgreSQL 8.0.2)."""
-    return bool(cur.connection.server_version <= REDSHIFT_SERVER_VERSION)
 
 
 def describe_holders_redshift(cur: psycopg2.extensions.cursor, schema: str, table: str) -> str:
@@ -231,7 +225,7 @@ def describe_holders(
 def ensure_lock_tables(cur: psycopg2.extensions.cursor) -> None:
     """Create the lock tables in ``ops`` if missing. Inside a transaction, a
     concurrent creator is tolerated (the table is there once it commits)."""
-    if is_redshift(cur):
+    if is_redshift(cur.connection):
         ensure_lock_tables_redshift(cur)
         return
     cur.execute(
@@ -271,7 +265,7 @@ def _take(
     """``LOCK TABLE ops.<table> IN <mode> MODE`` in the current transaction, waiting at
     most ``timeout_s`` (0: not at all); raises `LockTimeout` naming the holder.
     On Redshift: `lock_redshift` (no modes: exclusive)."""
-    if is_redshift(cur):
+    if is_redshift(cur.connection):
         lock_redshift(cur, OPS_SCHEMA, table, timeout_s=timeout_s, what=what)
         return
     started = time.monotonic()
@@ -375,7 +369,7 @@ def acquire(target: Target, *, job: str, wait_s: float = 0.0) -> None:
         conn.autocommit = False
         with conn.cursor() as cur:
             # This transaction stays open (idle) for the whole run: it holds the lock.
-            if not is_redshift(cur):  # Redshift has no idle timeout to lift
+            if not is_redshift(cur.connection):  # Redshift has no idle timeout to lift
                 cur.execute("set idle_in_transaction_session_timeout = 0")
             cur.execute("set statement_timeout = 0")
             _take(cur, PIPELINE_LOCK, "EXCLUSIVE", timeout_s=wait_s, what="the pipeline lock")

@@ -26,7 +26,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from tidewater.db import ConnectFn
+from tidewater.db import ConnectFn, is_redshift
 from tidewater.paths import PROJECT_ROOT
 
 OPS_SCHEMA = "ops"
@@ -189,10 +189,6 @@ def code_revision() -> str | None:
     return out.stdout.strip() or None
 
 
-# PostgreSQL's server_version of Redshift (8.0.2), which has no synchronous_commit.
-REDSHIFT_SERVER_VERSION = 80002
-
-
 def durable(conn: psycopg2.extensions.connection) -> psycopg2.extensions.connection:
     """Make this session's commits wait for the WAL flush.
 
@@ -201,17 +197,12 @@ def durable(conn: psycopg2.extensions.connection) -> psycopg2.extensions.connect
     the crash they describe, and flushing a record also flushes every commit before it
     (the loads it records). Redshift has no such setting, and needs none.
     """
-    if conn.server_version > REDSHIFT_SERVER_VERSION:
+    if not is_redshift(conn):
         with conn.cursor() as cur:
             cur.execute("set synchronous_commit to on")
         if not conn.autocommit:
             conn.commit()
     return conn
-
-
-def is_redshift(conn: psycopg2.extensions.connection) -> bool:
-    """Whether the connection's server is Redshift (it reports PostgreSQL 8.0.2)."""
-    return bool(conn.server_version <= REDSHIFT_SERVER_VERSION)
 
 
 def ensure_ops_tables(conn: psycopg2.extensions.connection) -> None:
