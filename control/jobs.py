@@ -169,8 +169,9 @@ def _drain_streams(
 
     # Every stream's tables exist from the first load on (a dbt source over a stream
     # the collector has not been sent anything yet reads an empty table).
-    prepare(sources, warehouse_connector(target))
-    streams = events.drain(sources, connect_warehouse=warehouse_connector(target))
+    connect_warehouse = warehouse_connector(target)
+    prepare(sources, connect_warehouse)
+    streams = events.drain(sources, connect_warehouse=connect_warehouse)
     if streams:
         print_stream_summary(streams, as_json=as_json)
     created = tuple(s.raw_schema for s in sources if s.raw_schema in new_schemas)
