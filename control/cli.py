@@ -21,6 +21,7 @@ import psycopg2
 from tidewater import embedded
 from tidewater.cli import configure_output, fail, say
 from tidewater.exceptions import TidewaterError
+from tidewater.manifest import parsed_manifest
 from tidewater.profile import load_target
 
 
@@ -94,22 +95,10 @@ def _status(args: argparse.Namespace) -> None:
     print_status(target, as_json=args.json)
 
 
-def _manifest(target: object) -> dict:
-    """dbt's manifest, parsed now so it matches the project."""
-    import json
-
-    from tidewater.paths import DBT_PROJECT_DIR
-    from transform.build import run_dbt
-
-    run_dbt("parse", target, "--quiet", record=False)  # type: ignore[arg-type]
-    return json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())
-
-
 def _graph(args: argparse.Namespace) -> None:
     from control.graph import build_graph, to_mermaid
 
-    target = load_target(args.target, profiles_dir=args.profiles_dir)
-    print(to_mermaid(build_graph(_manifest(target))), end="")
+    print(to_mermaid(build_graph(parsed_manifest())), end="")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -121,7 +110,7 @@ def _report(args: argparse.Namespace) -> None:
     target = load_target(args.target, profiles_dir=args.profiles_dir)
     if target.is_embedded:
         embedded.start()
-    manifest = _manifest(target)
+    manifest = parsed_manifest()
     conn = connect(target, what=f"the warehouse (target {target.name})")
     try:
         path = write_report(conn, Path(args.output), days=args.days, manifest=manifest)

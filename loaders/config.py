@@ -1,4 +1,4 @@
-"""The table declaration: read from the dbt sources YAML (``meta.tidewater``).
+"""The table declaration: the dbt sources (``meta.tidewater``), as dbt parses them.
 
 Tables are declared once, as dbt sources, so raw tables get dbt's freshness
 checks and tests and lineage runs from each source table to the marts.
@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg2
-import yaml
 from jsonschema import Draft202012Validator, ValidationError
 from psycopg2.extensions import parse_dsn
 
 from loaders.exceptions import DeclarationError, MalformedDsn
+from tidewater.manifest import parsed_manifest
 from tidewater.paths import DBT_PROJECT_DIR
 
 Mode = Literal["incremental", "bulk"]
@@ -376,19 +376,51 @@ def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfi
     )
 
 
+def _documents(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's sources, regrouped as one properties document per file.
+
+    dbt merges ``meta`` down from ``dbt_project.yml`` and the source into each
+    table, one key deep: a table's ``tidewater`` entry is either its own or
+    inherited whole. An inherited one holds source settings, not table settings,
+    so it is left out here (as it is absent from the table's YAML).
+    """
+    documents: dict[str, dict[str, Any]] = {}
+    by_source: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in (manifest.get("sources") or {}).values():
+        file = str(entry.get("original_file_path") or "models")
+        source_name = str(entry["source_name"])
+        source_meta = (entry.get("source_meta") or {}).get("tidewater")
+        source = by_source.get((file, source_name))
+        if source is None:
+            source = {"name": source_name, "schema": entry.get("schema"), "tables": []}
+            if entry.get("loader"):
+                source["loader"] = entry["loader"]
+            if source_meta is not None:
+                source["config"] = {"meta": {"tidewater": source_meta}}
+            by_source[(file, source_name)] = source
+            documents.setdefault(file, {"sources": []})["sources"].append(source)
+        table: dict[str, Any] = {"name": entry["name"]}
+        meta = _tidewater_meta(entry)
+        if meta is not None and meta != source_meta:
+            table["config"] = {"meta": {"tidewater": meta}}
+        source["tables"].append(table)
+    return dict(sorted(documents.items()))
+
+
 def load_sources(project_dir: Path = DBT_PROJECT_DIR) -> tuple[SourceConfig, ...]:
-    """Every source declared for the loaders in the dbt project's models."""
+    """Every source declared for the loaders, as dbt parses the project
+    (``manifest.json``: ``.yml`` and ``.yaml`` files, Jinja such as ``env_var``,
+    source config from ``dbt_project.yml``), each checked against the schema.
+
+    Raises:
+        DeclarationError: a declaration breaks the schema (file, source, table, field).
+        ProjectParseFailed: dbt itself rejects the project.
+    """
     sources: list[SourceConfig] = []
-    for path in sorted((project_dir / "models").rglob("*.yml")):
-        try:
-            document = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            problem = " ".join(str(exc).split())
-            raise DeclarationError(str(path), f"not valid YAML: {problem}") from exc
-        file = str(path.relative_to(project_dir))
+    for file, document in _documents(parsed_manifest(project_dir)).items():
         validate_declaration(document, file)
-        for source in document.get("sources") or []:
-            config = _source_config(source, path, file)
+        for source in document["sources"]:
+            config = _source_config(source, project_dir / file, file)
             if config is not None:
                 sources.append(config)
     return tuple(sources)

@@ -24,3 +24,17 @@ class ConnectionFailed(ConfigError):
         self.reason = reason
         self.hint = hint
         super().__init__(f"cannot connect to {what} at {where}: {reason}; {hint}")
+
+
+class ProjectParseFailed(ConfigError):
+    """dbt could not parse the dbt project (bad YAML, Jinja or project settings)."""
+
+    exit_code = 2  # a usage error, like an invalid declaration
+
+    def __init__(self, project_dir: str, reason: str) -> None:
+        self.project_dir = project_dir
+        self.reason = reason
+        super().__init__(
+            f"dbt could not parse the project in {project_dir}: {reason}; fix it, then "
+            f"`dbt parse --project-dir {project_dir}` shows the whole message"
+        )

@@ -9,6 +9,7 @@ import pytest
 import events
 from loaders.config import EVENT_SOURCE_KINDS, load_sources
 from loaders.exceptions import DeclarationError
+from tests.projects import dbt_project
 
 SOURCES = """
 version: 2
@@ -37,10 +38,7 @@ sources:
 
 
 def declare(tmp_path: Path, kind: str) -> Path:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "_events__sources.yml").write_text(SOURCES.format(kind=kind))
-    return tmp_path
+    return dbt_project(tmp_path, {"_events__sources.yml": SOURCES.format(kind=kind)})
 
 
 @pytest.mark.parametrize("kind", ["rabbitmq", "nats"])

@@ -13,6 +13,7 @@ import pytest
 
 from loaders.config import load_sources
 from loaders.exceptions import DeclarationError
+from tests.projects import dbt_project
 
 SOURCES_FILE = Path("models") / "staging" / "app" / "_app__sources.yml"
 
@@ -50,9 +51,8 @@ ORDERS = """\
 
 def write_project(home: Path, *, orders: str = ORDERS, source: str = "", raw: str = "") -> Path:
     """A project directory (``TIDEWATER_HOME``) holding one sources file."""
-    path = home / "dbt_project" / SOURCES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(raw or VALID.format(source_settings=source, orders_settings=orders))
+    text = raw or VALID.format(source_settings=source, orders_settings=orders)
+    dbt_project(home / "dbt_project", {str(SOURCES_FILE.relative_to("models")): text})
     return home
 
 
@@ -139,13 +139,14 @@ def test_a_bad_table_setting_is_one_line_naming_file_source_table_and_field(
         assert fragment in line, line
 
 
-def test_a_table_entry_without_a_name_is_named_by_its_position(tmp_path: Path) -> None:
+def test_a_table_entry_without_a_name_is_named_by_file_and_position(tmp_path: Path) -> None:
     raw = VALID.format(source_settings="", orders_settings=ORDERS).replace(
         "      - name: orders\n", "      - description: no name\n"
     )
     line = assert_one_line_usage_error(run_loader(write_project(tmp_path, raw=raw)))
-    assert "source app" in line and "table #2" in line
-    assert "has no name" in line and "required" in line
+    # dbt itself rejects it while parsing; its message, in one line.
+    assert str(SOURCES_FILE) in line and "['tables'][1]" in line
+    assert "'name' is a required property" in line and "dbt parse" in line
 
 
 @pytest.mark.parametrize(
@@ -196,3 +197,59 @@ def test_a_malformed_dsn_names_the_variable_and_the_expected_form_but_not_the_va
     assert "postgresql://user:password@host:5432/dbname" in line
     assert "hunter2" not in line
     assert dsn not in line
+
+
+DBT_FEATURES = """
+version: 2
+sources:
+  - name: app
+    schema: "{{ env_var('TIDEWATER_TEST_RAW_SCHEMA', 'raw_app') }}"
+    loader: tidewater
+    tables:
+      - name: countries
+        config: {meta: {tidewater: {mode: bulk}}}
+      - name: orders
+      - name: notes
+"""
+# Source config in dbt_project.yml, by the tables' path (directory, source, table).
+PROJECT_SOURCE_CONFIG = """
+sources:
+  tidewater:
+    staging:
+      app:
+        app:
+          countries:
+            +enabled: false
+          orders:
+            +meta:
+              tidewater: {mode: incremental, cursor: updated_at, primary_key: [order_id]}
+"""
+
+
+def test_declarations_are_read_as_dbt_parses_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``.yaml`` file, Jinja (``env_var``) and config from ``dbt_project.yml`` count,
+    as they do for dbt; a changed variable is seen without editing a file."""
+    monkeypatch.delenv("TIDEWATER_TEST_RAW_SCHEMA", raising=False)
+    project = dbt_project(tmp_path, {"staging/app/_app__sources.yaml": DBT_FEATURES})
+    with (project / "dbt_project.yml").open("a") as settings:
+        settings.write(PROJECT_SOURCE_CONFIG)
+
+    (source,) = load_sources(project)
+    assert source.raw_schema == "raw_app"
+    # countries is switched off in dbt_project.yml; orders is declared there; notes is not.
+    assert [(t.name, t.mode, t.cursor, t.primary_key) for t in source.tables] == [
+        ("orders", "incremental", "updated_at", ("order_id",))
+    ]
+
+    monkeypatch.setenv("TIDEWATER_TEST_RAW_SCHEMA", "raw_shop")
+    (source,) = load_sources(project)
+    assert source.raw_schema == "raw_shop"
+
+
+def test_a_file_dbt_cannot_parse_is_one_line_with_dbts_reason(tmp_path: Path) -> None:
+    raw = VALID.format(source_settings="", orders_settings=ORDERS) + "  - name: [unclosed\n"
+    line = assert_one_line_usage_error(run_loader(write_project(tmp_path, raw=raw)))
+    assert "dbt could not parse the project" in line and "dbt parse --project-dir" in line
+    assert "_app__sources.yml" in line, line

@@ -19,6 +19,7 @@ from loaders.declare import append_tables, declare_source, render_table
 from loaders.pipeline import LoadOptions, connector, load_all
 from tests.conftest import ROOT, Project, as_login, query
 from tests.loaders.conftest import execute
+from tests.projects import dbt_project
 
 SHOP_SQL = """
 create function touch_updated_at() returns trigger language plpgsql as $$
@@ -103,9 +104,7 @@ def shop_dsn(make_database: Callable[[str], str]) -> str:
 
 
 def _project_dir(tmp_path: Path) -> Path:
-    project_dir = tmp_path / "dbt_project"
-    (project_dir / "models").mkdir(parents=True)
-    return project_dir
+    return dbt_project(tmp_path / "dbt_project")
 
 
 def _tables(path: Path) -> dict[str, dict]:
@@ -292,7 +291,7 @@ def test_invoke_declare_then_load_gives_analysts_the_new_raw_schema_and_a_rerun_
     home = tmp_path / "home"
     (home / "roles").mkdir(parents=True)
     shutil.copy(ROOT / "roles" / "roles.yml", home / "roles" / "roles.yml")
-    (home / "dbt_project" / "models").mkdir(parents=True)
+    dbt_project(home / "dbt_project")
     project.env.update(TIDEWATER_HOME=str(home), TIDEWATER_SOURCE_SHOP_DSN=shop_dsn)
     external = bool(os.environ.get("TIDEWATER_TEST_DSN"))
     if external:

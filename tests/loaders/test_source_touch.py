@@ -17,6 +17,7 @@ import psycopg2
 from loaders.config import SourceConfig, TableConfig, load_sources
 from loaders.pipeline import LoadOptions, TableResult, connector, load_all
 from tests.loaders.conftest import custom_source, execute, only
+from tests.projects import dbt_project
 from tidewater.runs import ensure_ops_tables, record_table_loads
 
 
@@ -185,9 +186,8 @@ def test_the_time_the_source_was_held_is_recorded_per_table(
 
 
 def test_source_timeouts_are_declared_per_source(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "_app__sources.yml").write_text(
+    dbt_project(tmp_path)
+    (tmp_path / "models" / "_app__sources.yml").write_text(
         """
 sources:
   - name: app
