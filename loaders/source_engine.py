@@ -8,7 +8,6 @@ engine for the source side, in this order::
     engine = Engine(source, connect_source)     # one connection, one load attempt
     snapshot = engine.open_snapshot(table)        # look at open writers, then snapshot
     columns = engine.columns(table)               # validate the declaration
-    engine.window_stats(...)                      # incremental: rows, max(cursor)
     engine.copy_out(..., sink)                    # rows as COPY input, into a pipe
     engine.keys_unique(...) / engine.find_split_key(...)
     engine.key_summary(raw)                       # delete detection
@@ -16,7 +15,9 @@ engine for the source side, in this order::
     engine.close()
 
 Everything from `open_snapshot` to `end_read` happens in one consistent snapshot
-of the source, so the marks are computed from the same data the rows come from.
+of the source. The source is read once per window: the skeleton takes the new mark
+(and the row counts) from the rows staged in the warehouse, so they are computed
+from exactly the rows loaded.
 
 Adding a source kind is one module with a `SourceEngine` subclass and one line in
 `loaders.engines.ENGINES`.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
 from typing import IO, Any, ClassVar, Literal
 
 from loaders.catalog import Column
@@ -103,16 +103,6 @@ class SourceEngine(ABC):
     def declared_ancestors(self, table: TableConfig) -> list[str]:
         """Declared tables of this source that ``table`` is a partition of."""
         return []
-
-    @abstractmethod
-    def window_stats(
-        self,
-        table: TableConfig,
-        window: ReadWindow,
-        previous_mark: datetime | None,
-    ) -> tuple[int, datetime | None, int]:
-        """Rows in the read window (-1: not counted, COPY will), the largest cursor
-        value, and how many rows sit at or below ``previous_mark``."""
 
     @abstractmethod
     def copy_out(

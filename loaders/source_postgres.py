@@ -5,7 +5,6 @@ with ``COPY … TO STDOUT`` and catalog questions asked of ``pg_catalog``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import IO
 
 import psycopg2
@@ -31,7 +30,6 @@ from loaders.extract import (
     copy_out,
     find_split_key,
     open_snapshot,
-    window_stats,
 )
 from loaders.load import RawTable
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
@@ -74,20 +72,6 @@ class PostgresSource(SourceEngine):
 
     def declared_ancestors(self, table: TableConfig) -> list[str]:
         return declared_ancestors(self.cursor, self.source, table)
-
-    def window_stats(
-        self, table: TableConfig, window: ReadWindow, previous_mark: datetime | None
-    ) -> tuple[int, datetime | None, int]:
-        assert table.cursor is not None
-        return window_stats(
-            self.cursor,
-            self.source.source_schema,
-            table.name,
-            table.cursor,
-            window.read_from,
-            previous_mark,
-            read_after=window.after,
-        )
 
     def copy_out(
         self,
