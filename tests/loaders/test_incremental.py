@@ -12,7 +12,7 @@ import pytest
 from loaders import deletes
 from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import LoadRunFailed
-from loaders.load import index_name
+from loaders.load import RawTable, ensure_indexes, index_name
 from loaders.pipeline import raise_on_failure
 from tests.loaders.conftest import custom_source, execute, only, table_rows
 
@@ -287,3 +287,25 @@ def test_a_load_reads_the_window_once_and_takes_its_mark_from_the_rows_staged(
     assert table_rows(source_dsn, "ledger", "entry_id, amount") == table_rows(
         warehouse_dsn, "raw_app.ledger", "entry_id, amount"
     )
+
+
+def test_indexes_are_built_with_parallel_workers_for_the_load_transaction_only(
+    warehouse_dsn: str,
+) -> None:
+    table = RawTable("public", "wide", (), ("id",))
+    with psycopg2.connect(warehouse_dsn) as conn, conn.cursor() as cur:
+        cur.execute("set max_parallel_maintenance_workers = 0")
+        cur.execute(
+            "create table wide as select g as id, now() as _loaded_at from generate_series(1, 10) as g"
+        )
+        conn.commit()
+        ensure_indexes(cur, table)
+        cur.execute(
+            "select current_setting('max_parallel_maintenance_workers')::int, "
+            "least(current_setting('max_parallel_workers')::int, 4)"
+        )
+        in_load, allowed = cur.fetchone()
+        assert in_load == allowed > 0
+        conn.commit()
+        cur.execute("show max_parallel_maintenance_workers")
+        assert cur.fetchone()[0] == "0"  # the session's own setting is back
