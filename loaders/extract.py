@@ -426,11 +426,17 @@ def build_query(
 
 
 def copy_out(
-    cur: psycopg2.extensions.cursor, query: sql.Composable, params: dict, sink: IO[bytes]
+    cur: psycopg2.extensions.cursor,
+    query: sql.Composable,
+    params: dict,
+    sink: IO[bytes],
+    *,
+    binary: bool = False,
 ) -> None:
-    """Stream the query's rows to ``sink`` in COPY text format."""
+    """Stream the query's rows to ``sink`` in COPY text (or binary) format."""
     bound = cur.mogrify(query, params).decode()
-    cur.copy_expert(f"copy ({bound}) to stdout", sink)
+    options = " with (format binary)" if binary else ""
+    cur.copy_expert(f"copy ({bound}) to stdout{options}", sink)
 
 
 SOURCE_DELETES = """

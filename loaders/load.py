@@ -205,17 +205,18 @@ def copy_in(
     columns: Sequence[str],
     source: IO[bytes],
     *,
-    format: Literal["text", "csv"] = "text",
+    format: Literal["text", "csv", "binary"] = "text",
 ) -> int:
     """COPY rows from ``source`` into ``target``; returns the row count.
 
-    ``format``: PostgreSQL's COPY text format, or CSV with ``\\N`` as NULL (what
-    Redshift's UNLOAD writes)."""
-    options = (
-        sql.SQL(" with (format csv, null {})").format(sql.Literal(NULL_MARKER))
-        if format == "csv"
-        else sql.SQL("")
-    )
+    ``format``: PostgreSQL's COPY text format, its binary format (from a PostgreSQL
+    source of the same major version, every column of the target's type), or CSV with
+    ``\\N`` as NULL (what Redshift's UNLOAD writes)."""
+    options = sql.SQL("")
+    if format == "csv":
+        options = sql.SQL(" with (format csv, null {})").format(sql.Literal(NULL_MARKER))
+    elif format == "binary":
+        options = sql.SQL(" with (format binary)")
     statement = sql.SQL("copy {} ({}) from stdin{}").format(
         target, sql.SQL(", ").join(map(sql.Identifier, columns)), options
     )

@@ -93,9 +93,7 @@ def _copy_between(
     columns: list[str],
 ) -> int:
     """Run ``produce(sink)`` (an engine's `copy_out`) into the warehouse's COPY."""
-    return warehouse.copy_into(
-        warehouse_cur, target, columns, produce, copy_format=engine.copy_format
-    )
+    return warehouse.copy_into(warehouse_cur, target, columns, produce, copy_format=engine.format)
 
 
 def load_table(
@@ -143,6 +141,9 @@ def load_table(
         # same table never run at once, whoever starts them.
         warehouse.hold_locks(wh, f"{source.raw_schema}.{table.name}")
         columns, notes = warehouse.fit_columns(wh, columns)
+        result.copy_format = engine.choose_format(
+            columns, warehouse=warehouse.kind, warehouse_version=warehouse_conn.server_version
+        )
         result.warnings += [f"{result.name}: {note}" for note in notes]
         for parent in engine.declared_ancestors(table):
             result.warnings.append(

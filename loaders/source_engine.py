@@ -37,7 +37,7 @@ from loaders.extract import ALL_ROWS, ReadWindow, Snapshot
 from loaders.load import RawTable
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
 
-CopyFormat = Literal["text", "csv"]
+CopyFormat = Literal["text", "csv", "binary"]
 
 
 class SourceEngine(ABC):
@@ -47,7 +47,8 @@ class SourceEngine(ABC):
 
     - ``kind``: the ``meta.tidewater.kind`` this engine serves.
     - ``copy_format``: what `copy_out` writes (PostgreSQL COPY ``text``, or ``csv``
-      with ``\\N`` as NULL).
+      with ``\\N`` as NULL), unless `choose_format` picks another for a load (the
+      instance's ``format``).
     - ``checksum``: how `key_summary` hashes keys, so the warehouse side of a delete
       comparison hashes the same way (`loaders.deletes.Checksum`).
     - ``detects_deletes``: whether `key_summary` and bucket reads are available
@@ -71,6 +72,15 @@ class SourceEngine(ABC):
         self.options = options
         self.connect = connect  # for a second connection, e.g. to diagnose bad data
         self.connection: Any = connect()
+        self.format: CopyFormat = self.copy_format
+
+    def choose_format(
+        self, columns: Sequence[Column], *, warehouse: str, warehouse_version: int
+    ) -> CopyFormat:
+        """The format `copy_out` writes in this load (kept as ``format``), given the
+        columns as the warehouse holds them, the warehouse's kind and its server
+        version (``server_version``, e.g. 150004). Called once, before any read."""
+        return self.format
 
     # -- connecting ------------------------------------------------------------
 
@@ -117,7 +127,7 @@ class SourceEngine(ABC):
     ) -> None:
         """Write the rows of ``columns`` in ``window`` (cursor filter; all rows when
         ``window.read_from`` is None), or in the delete-detection ``buckets`` of a raw
-        table, to ``sink`` in ``copy_format``, one row per line."""
+        table, to ``sink`` in ``format``."""
 
     @abstractmethod
     def keys_unique(self, table: str, keys: Sequence[str]) -> bool:

@@ -14,6 +14,7 @@ from psycopg2 import sql
 
 from loaders.catalog import (
     Column,
+    binary_safe,
     declared_ancestors,
     source_keeps_unique,
     validate_table,
@@ -33,7 +34,7 @@ from loaders.extract import (
 )
 from loaders.load import RawTable
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
-from loaders.source_engine import SourceEngine
+from loaders.source_engine import CopyFormat, SourceEngine
 from tidewater.db import connect
 
 
@@ -67,6 +68,23 @@ class PostgresSource(SourceEngine):
         self.cursor = self.connection.cursor()
         return snapshot
 
+    def choose_format(
+        self, columns: Sequence[Column], *, warehouse: str, warehouse_version: int
+    ) -> CopyFormat:
+        """Binary COPY into a PostgreSQL warehouse of the same major version when every
+        column's type allows it (`loaders.catalog.binary_safe`): the select casts each
+        column to its warehouse type, so every value arrives in the raw column's own
+        type and neither server formats or parses text. Text otherwise."""
+        self.format = "text"
+        if (
+            self.options.binary_copy
+            and warehouse == "postgres"
+            and warehouse_version // 10000 == self.connection.server_version // 10000
+            and binary_safe(self.cursor, [column.warehouse_type for column in columns])
+        ):
+            self.format = "binary"
+        return self.format
+
     def columns(self, table: TableConfig) -> tuple[Column, ...]:
         return validate_table(self.cursor, self.source, table)
 
@@ -92,7 +110,7 @@ class PostgresSource(SourceEngine):
             read_after=window.after,
             extra_filter=bucket_filter(buckets[0], list(buckets[1])) if buckets else None,
         )
-        copy_out(self.cursor, query, params, sink)
+        copy_out(self.cursor, query, params, sink, binary=self.format == "binary")
 
     def keys_unique(self, table: str, keys: Sequence[str]) -> bool:
         return source_keeps_unique(self.cursor, self.source.source_schema, table, tuple(keys))

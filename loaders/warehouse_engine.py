@@ -63,7 +63,7 @@ WINDOW_STATS = (
     "select count(*), max({cursor}), "
     "sum(case when {cursor} <= %(previous_mark)s then 1 else 0 end) from {relation}"
 )
-CopyFormat = Literal["text", "csv"]
+CopyFormat = Literal["text", "csv", "binary"]
 # Writes the rows of one read into a byte stream (a source engine's `copy_out`).
 Produce = Callable[[IO[bytes]], None]
 
