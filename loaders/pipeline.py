@@ -271,9 +271,10 @@ def _read_incremental(
 ) -> None:
     """Stream the window above the mark into the warehouse; the merge is queued.
 
-    The source is read once: the rows go straight into COPY, and the window's
-    statistics (rows, the new mark, rows re-read at the old mark) are taken from the
-    rows staged in the warehouse, which are exactly the rows of this read's snapshot.
+    The source is read once: the rows go straight into COPY (its row count is the
+    rows read), and the new mark and the rows re-read at the old mark are taken from
+    the rows staged in the warehouse — exactly the rows of this read's snapshot —
+    after the source is released.
     """
     assert table.cursor is not None
     result.mark_before = previous.mark if previous else None
@@ -286,21 +287,20 @@ def _read_incremental(
     unique_at_source = empty and engine.keys_unique(table.name, table.primary_key)
     if unique_at_source and warehouse.direct_first_load:
         # First load into an empty table: COPY straight in (indexes come after).
-        _copy_between(engine, warehouse, produce, wh, raw.identifier, names)
-        _take_window_stats(warehouse, wh, raw.identifier, table.cursor, result)
+        result.rows_read = _copy_between(engine, warehouse, produce, wh, raw.identifier, names)
         result.inserted = result.rows_read
         if not result.rows_read:
             return
 
         def index_first_load() -> None:
+            _take_window_stats(warehouse, wh, raw.identifier, table.cursor, result)
             warehouse.ensure_indexes(wh, raw)
             warehouse.analyze(wh, raw.identifier)
 
         merges.append(index_first_load)
         return
     warehouse.create_stage(wh, raw)
-    _copy_between(engine, warehouse, produce, wh, sql.Identifier(STAGE), names)
-    _take_window_stats(warehouse, wh, sql.Identifier(STAGE), table.cursor, result)
+    result.rows_read = _copy_between(engine, warehouse, produce, wh, sql.Identifier(STAGE), names)
     if not result.rows_read:
         return
     if not empty:
@@ -312,6 +312,7 @@ def _read_incremental(
             raise NonUniqueKey(result.name, table.primary_key, *split)
 
     def merge() -> None:
+        _take_window_stats(warehouse, wh, sql.Identifier(STAGE), table.cursor, result)
         if not unique_at_source and empty:
             # A first load's stage is the whole table (later ones asked the source).
             warehouse.check_unique_keys(wh, raw, where=result.name)
@@ -329,9 +330,9 @@ def _take_window_stats(
     cursor: str,
     result: TableResult,
 ) -> None:
-    """The read's rows, new mark and re-read rows, from the rows it staged."""
-    rows, maximum, reread = warehouse.window_stats(wh, relation, cursor, result.mark_before)
-    result.rows_read, result.reread, result.mark_after = rows, reread, aware(maximum)
+    """The read's new mark and re-read rows, from the rows it staged."""
+    _, maximum, reread = warehouse.window_stats(wh, relation, cursor, result.mark_before)
+    result.reread, result.mark_after = reread, aware(maximum)
 
 
 def _read_bulk(
