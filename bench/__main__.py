@@ -3,7 +3,8 @@
 On the demo app at the given scale (200 ≈ 5 million events), in one run:
   (a) the limit: ``psql -c "COPY … TO STDOUT" | psql -c "COPY … FROM STDIN"``
       between the same two databases, text and binary;
-  (b) our initial load of the largest table (events) and of the whole app;
+  (b) our initial load of the largest table (events), interleaved with (a) in
+      ``--repeat`` rounds from an empty warehouse, best of them; then the whole app;
   (c) incremental runs after 0%, 0.1%, 1% and 10% of rows change;
   (d) the loader process's peak memory;
 then prints the ratios against the targets.
