@@ -3,7 +3,8 @@
 On the demo app at the given scale (200 ≈ 5 million events), in one run:
   (a) the limit: ``psql -c "COPY … TO STDOUT" | psql -c "COPY … FROM STDIN"``
       between the same two databases, text and binary;
-  (b) our initial load of the largest table (events) and of the whole app;
+  (b) our initial load of the largest table (events), interleaved with (a) in
+      ``--repeat`` rounds from an empty warehouse, best of them; then the whole app;
   (c) incremental runs after 0%, 0.1%, 1% and 10% of rows change;
   (d) the loader process's peak memory;
 then prints the ratios against the targets.
@@ -121,6 +122,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--scale", type=float, default=200.0)
     parser.add_argument("--dsn", help="superuser URL of the server to use (default: embedded)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the first load")
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the demo app left by a BENCH_KEEP=1 run"
     )
@@ -130,7 +132,6 @@ def main() -> int:
 
     import demo_app
 
-    recreate(admin, "bench_wh")
     reuse = args.reuse and execute(admin, "select 1 from pg_database where datname = 'bench_app'")
     if reuse:
         counts = {"events": execute(source, "select count(*) from events")[0][0]}
@@ -142,15 +143,23 @@ def main() -> int:
         print(f"demo app at scale {args.scale:g}: {counts} in {time.perf_counter() - started:.1f}s")
     events = counts.get("events", 0)
 
-    # (b) initial load of events alone, then the rest
-    report, events_peak = run_loader(source, warehouse, "events")
-    ours = report["tables"]["events"]["seconds"]
+    # (a, b) the limit and our first load of events, interleaved, best of --repeat:
+    # each round starts from an empty warehouse.
+    ours_runs: list[float] = []
+    text_runs: list[float] = []
+    binary_runs: list[float] = []
+    events_peak = 0.0
+    for _ in range(args.repeat):
+        recreate(admin, "bench_wh")
+        report, peak = run_loader(source, warehouse, "events")
+        ours_runs.append(report["tables"]["events"]["seconds"])
+        events_peak = max(events_peak, peak)
+        text_runs.append(pipe(source, warehouse, "events", binary=False))
+        binary_runs.append(pipe(source, warehouse, "events", binary=True))
+    ours, text_pipe, binary_pipe = min(ours_runs), min(text_runs), min(binary_runs)
     report_all, all_peak = run_loader(source, warehouse)
-    # (a) the limit, between the same two databases
-    text_pipe = pipe(source, warehouse, "events", binary=False)
-    binary_pipe = pipe(source, warehouse, "events", binary=True)
 
-    print("\n(a, b) initial load of events")
+    print(f"\n(a, b) initial load of events (best of {args.repeat}, interleaved)")
     print(f"  rows                       {events:,}")
     print(f"  psql text pipe             {text_pipe:8.2f} s  {events / text_pipe:12,.0f} rows/s")
     print(
@@ -158,7 +167,14 @@ def main() -> int:
     )
     print(f"  tidewater initial load     {ours:8.2f} s  {events / ours:12,.0f} rows/s")
     print(f"  throughput vs text pipe    {text_pipe / ours:8.2f}x   (target >= 0.80)")
-    print(f"  throughput vs binary pipe  {binary_pipe / ours:8.2f}x")
+    print(f"  throughput vs binary pipe  {binary_pipe / ours:8.2f}x   (target >= 0.90)")
+    print(
+        "  every round (ours / text / binary): "
+        + ", ".join(
+            f"{o:.2f}/{t:.2f}/{b:.2f}"
+            for o, t, b in zip(ours_runs, text_runs, binary_runs, strict=True)
+        )
+    )
     print(f"  other tables, first load   {report_all['seconds']:8.2f} s")
 
     print("\n(c) incremental runs (all tables)")

@@ -4,6 +4,7 @@ a source type maps to one the warehouse has."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import psycopg2.errors
@@ -119,6 +120,26 @@ NO_EQUALITY = frozenset(
 )
 METADATA_COLUMNS = ("_loaded_at", "_batch_id", "_deleted_at")
 
+# Whether values of every named type (as `format_type` writes them) can travel in COPY's
+# binary format between two servers of one major version: built-in types (arrays of
+# them too) with binary send and receive functions, except the OID aliases (reg*: an
+# OID of the source names nothing in the warehouse; as text they travel by name).
+BINARY_SAFE_TYPES = """
+select coalesce(bool_and(
+    type_.oid is not null
+    and type_.typnamespace = 'pg_catalog'::regnamespace
+    and type_.typsend <> 0 and type_.typreceive <> 0 and type_.typname not like 'reg%%'
+    and (
+        element.oid is null
+        or (element.typsend <> 0 and element.typreceive <> 0
+            and element.typname not like 'reg%%')
+    )
+), false)
+from unnest(cast(%(types)s as text[])) as named (type_name)
+left join pg_type as type_ on type_.oid = to_regtype(named.type_name)
+left join pg_type as element on element.oid = type_.typelem and type_.typcategory = 'A'
+"""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -136,6 +157,13 @@ class Column:
     @property
     def comparable(self) -> bool:
         return self.warehouse_type.split("(")[0] not in NO_EQUALITY
+
+
+def binary_safe(cur: Cursor, types: Sequence[str]) -> bool:
+    """Whether every type in ``types`` travels exactly in COPY's binary format (see
+    BINARY_SAFE_TYPES); a name the server does not know makes it False."""
+    cur.execute(BINARY_SAFE_TYPES, {"types": list(types)})
+    return bool(cur.fetchone()[0])
 
 
 def read_source_columns(cur: Cursor, schema: str, table: str) -> tuple[Column, ...]:

@@ -425,52 +425,18 @@ def build_query(
     return query, params
 
 
-def window_stats(
-    cur: psycopg2.extensions.cursor,
-    schema: str,
-    table: str,
-    cursor_column: str,
-    read_from: datetime | None,
-    previous_mark: datetime | None,
-    *,
-    read_after: bool = False,
-) -> tuple[int, datetime | None, int]:
-    """Rows in the read window, the largest cursor value, and how many sit at or
-    below the previous mark (re-read at the boundary).
-
-    For a first, full read only the maximum is asked for (an index lookup, where the
-    cursor is indexed); the row count is then COPY's, and is returned as -1 here.
-    """
-    if read_from is None:
-        cur.execute(
-            sql.SQL("select max({}) from {}").format(
-                sql.Identifier(cursor_column), sql.Identifier(schema, table)
-            )
-        )
-        return -1, cur.fetchone()[0], 0
-    condition, params = build_filter(cursor_column, read_from, after=read_after)
-    cur.execute(
-        sql.SQL(
-            "select count(*), max({cursor}), "
-            "count(*) filter (where {cursor} <= %(previous_mark)s) "
-            "from {table} where {condition}"
-        ).format(
-            cursor=sql.Identifier(cursor_column),
-            table=sql.Identifier(schema, table),
-            condition=condition,
-        ),
-        {**params, "previous_mark": previous_mark},
-    )
-    count, maximum, reread = cur.fetchone()
-    return count, maximum, reread
-
-
 def copy_out(
-    cur: psycopg2.extensions.cursor, query: sql.Composable, params: dict, sink: IO[bytes]
+    cur: psycopg2.extensions.cursor,
+    query: sql.Composable,
+    params: dict,
+    sink: IO[bytes],
+    *,
+    binary: bool = False,
 ) -> None:
-    """Stream the query's rows to ``sink`` in COPY text format."""
+    """Stream the query's rows to ``sink`` in COPY text (or binary) format."""
     bound = cur.mogrify(query, params).decode()
-    cur.copy_expert(f"copy ({bound}) to stdout", sink)
+    options = " with (format binary)" if binary else ""
+    cur.copy_expert(f"copy ({bound}) to stdout{options}", sink)
 
 
 SOURCE_DELETES = """

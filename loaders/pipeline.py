@@ -93,9 +93,7 @@ def _copy_between(
     columns: list[str],
 ) -> int:
     """Run ``produce(sink)`` (an engine's `copy_out`) into the warehouse's COPY."""
-    return warehouse.copy_into(
-        warehouse_cur, target, columns, produce, copy_format=engine.copy_format
-    )
+    return warehouse.copy_into(warehouse_cur, target, columns, produce, copy_format=engine.format)
 
 
 def load_table(
@@ -143,6 +141,9 @@ def load_table(
         # same table never run at once, whoever starts them.
         warehouse.hold_locks(wh, f"{source.raw_schema}.{table.name}")
         columns, notes = warehouse.fit_columns(wh, columns)
+        result.copy_format = engine.choose_format(
+            columns, warehouse=warehouse.kind, warehouse_version=warehouse_conn.server_version
+        )
         result.warnings += [f"{result.name}: {note}" for note in notes]
         for parent in engine.declared_ancestors(table):
             result.warnings.append(
@@ -268,27 +269,31 @@ def _read_incremental(
     result: TableResult,
     merges: list[Callable[[], None]],
 ) -> None:
-    """Stream the window above the mark into the warehouse; the merge is queued."""
+    """Stream the window above the mark into the warehouse; the merge is queued.
+
+    The source is read once: the rows go straight into COPY (its row count is the
+    rows read), and the new mark and the rows re-read at the old mark are taken from
+    the rows staged in the warehouse — exactly the rows of this read's snapshot —
+    after the source is released.
+    """
     assert table.cursor is not None
     result.mark_before = previous.mark if previous else None
-    rows, maximum, reread = engine.window_stats(table, window, result.mark_before)
-    result.rows_read, result.reread = max(rows, 0), reread
-    result.mark_after = aware(maximum)
-    if rows == 0 or maximum is None:
-        return
     produce = partial(engine.copy_out, table.name, raw.columns, cursor=table.cursor, window=window)
     names = [column.name for column in raw.columns]
     empty = warehouse.is_empty(wh, raw)
     # The source itself guarantees unique keys (a primary key or unique index): a first
     # load can COPY straight into the raw table. Otherwise (views, declared keys) rows
     # go through the stage, which is checked for one key holding different rows.
-    unique_at_source = engine.keys_unique(table.name, table.primary_key)
-    if empty and unique_at_source and warehouse.direct_first_load:
+    unique_at_source = empty and engine.keys_unique(table.name, table.primary_key)
+    if unique_at_source and warehouse.direct_first_load:
         # First load into an empty table: COPY straight in (indexes come after).
-        result.inserted = _copy_between(engine, warehouse, produce, wh, raw.identifier, names)
-        result.rows_read = result.inserted
+        result.rows_read = _copy_between(engine, warehouse, produce, wh, raw.identifier, names)
+        result.inserted = result.rows_read
+        if not result.rows_read:
+            return
 
         def index_first_load() -> None:
+            _take_window_stats(warehouse, wh, raw.identifier, table.cursor, result)
             warehouse.ensure_indexes(wh, raw)
             warehouse.analyze(wh, raw.identifier)
 
@@ -296,6 +301,10 @@ def _read_incremental(
         return
     warehouse.create_stage(wh, raw)
     result.rows_read = _copy_between(engine, warehouse, produce, wh, sql.Identifier(STAGE), names)
+    if not result.rows_read:
+        return
+    if not empty:
+        unique_at_source = engine.keys_unique(table.name, table.primary_key)
     if not unique_at_source and not empty:
         # A new row may repeat the key of an old one below the window: ask the source.
         split = engine.find_split_key(table, raw.columns, window)
@@ -303,6 +312,7 @@ def _read_incremental(
             raise NonUniqueKey(result.name, table.primary_key, *split)
 
     def merge() -> None:
+        _take_window_stats(warehouse, wh, sql.Identifier(STAGE), table.cursor, result)
         if not unique_at_source and empty:
             # A first load's stage is the whole table (later ones asked the source).
             warehouse.check_unique_keys(wh, raw, where=result.name)
@@ -311,6 +321,18 @@ def _read_incremental(
         result.inserted, result.updated = warehouse.merge(wh, raw, newest_by=table.cursor)
 
     merges.append(merge)
+
+
+def _take_window_stats(
+    warehouse: WarehouseEngine,
+    wh: psycopg2.extensions.cursor,
+    relation: sql.Identifier,
+    cursor: str,
+    result: TableResult,
+) -> None:
+    """The read's new mark and re-read rows, from the rows it staged."""
+    _, maximum, reread = warehouse.window_stats(wh, relation, cursor, result.mark_before)
+    result.reread, result.mark_after = reread, aware(maximum)
 
 
 def _read_bulk(

@@ -42,6 +42,8 @@ class TableResult:
     # incremental loads: 'proven', 'held: …', 'unproven: …' or 'off' (see
     # loaders.extract.plan_next_read)
     late_commit_safety: str | None = None
+    # how rows streamed from the source: 'text', 'csv' or 'binary' (COPY formats)
+    copy_format: str | None = None
     attempts: int = 1
     error: str | None = None
     error_class: str | None = None
@@ -63,6 +65,9 @@ class LoadOptions:
     warehouse_type: Literal["postgres", "redshift"] = "postgres"
     s3_staging: str | None = None  # s3://bucket/prefix, for a Redshift warehouse
     iam_role: str | None = None  # the role Redshift's COPY reads S3 with
+    # PostgreSQL → PostgreSQL streams in COPY's binary format where every type allows
+    # (`loaders.source_postgres.PostgresSource.choose_format`); False: always text.
+    binary_copy: bool = True
 
 
 DEFAULT_OPTIONS = LoadOptions()

@@ -8,7 +8,6 @@ engine for the source side, in this order::
     engine = Engine(source, connect_source)     # one connection, one load attempt
     snapshot = engine.open_snapshot(table)        # look at open writers, then snapshot
     columns = engine.columns(table)               # validate the declaration
-    engine.window_stats(...)                      # incremental: rows, max(cursor)
     engine.copy_out(..., sink)                    # rows as COPY input, into a pipe
     engine.keys_unique(...) / engine.find_split_key(...)
     engine.key_summary(raw)                       # delete detection
@@ -16,7 +15,9 @@ engine for the source side, in this order::
     engine.close()
 
 Everything from `open_snapshot` to `end_read` happens in one consistent snapshot
-of the source, so the marks are computed from the same data the rows come from.
+of the source. The source is read once per window: the skeleton takes the new mark
+(and the row counts) from the rows staged in the warehouse, so they are computed
+from exactly the rows loaded.
 
 Adding a source kind is one module with a `SourceEngine` subclass and one line in
 `loaders.engines.ENGINES`.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
 from typing import IO, Any, ClassVar, Literal
 
 from loaders.catalog import Column
@@ -37,7 +37,7 @@ from loaders.extract import ALL_ROWS, ReadWindow, Snapshot
 from loaders.load import RawTable
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
 
-CopyFormat = Literal["text", "csv"]
+CopyFormat = Literal["text", "csv", "binary"]
 
 
 class SourceEngine(ABC):
@@ -47,7 +47,8 @@ class SourceEngine(ABC):
 
     - ``kind``: the ``meta.tidewater.kind`` this engine serves.
     - ``copy_format``: what `copy_out` writes (PostgreSQL COPY ``text``, or ``csv``
-      with ``\\N`` as NULL).
+      with ``\\N`` as NULL), unless `choose_format` picks another for a load (the
+      instance's ``format``).
     - ``checksum``: how `key_summary` hashes keys, so the warehouse side of a delete
       comparison hashes the same way (`loaders.deletes.Checksum`).
     - ``detects_deletes``: whether `key_summary` and bucket reads are available
@@ -71,6 +72,15 @@ class SourceEngine(ABC):
         self.options = options
         self.connect = connect  # for a second connection, e.g. to diagnose bad data
         self.connection: Any = connect()
+        self.format: CopyFormat = self.copy_format
+
+    def choose_format(
+        self, columns: Sequence[Column], *, warehouse: str, warehouse_version: int
+    ) -> CopyFormat:
+        """The format `copy_out` writes in this load (kept as ``format``), given the
+        columns as the warehouse holds them, the warehouse's kind and its server
+        version (``server_version``, e.g. 150004). Called once, before any read."""
+        return self.format
 
     # -- connecting ------------------------------------------------------------
 
@@ -105,16 +115,6 @@ class SourceEngine(ABC):
         return []
 
     @abstractmethod
-    def window_stats(
-        self,
-        table: TableConfig,
-        window: ReadWindow,
-        previous_mark: datetime | None,
-    ) -> tuple[int, datetime | None, int]:
-        """Rows in the read window (-1: not counted, COPY will), the largest cursor
-        value, and how many rows sit at or below ``previous_mark``."""
-
-    @abstractmethod
     def copy_out(
         self,
         table: str,
@@ -127,7 +127,7 @@ class SourceEngine(ABC):
     ) -> None:
         """Write the rows of ``columns`` in ``window`` (cursor filter; all rows when
         ``window.read_from`` is None), or in the delete-detection ``buckets`` of a raw
-        table, to ``sink`` in ``copy_format``, one row per line."""
+        table, to ``sink`` in ``format``."""
 
     @abstractmethod
     def keys_unique(self, table: str, keys: Sequence[str]) -> bool:

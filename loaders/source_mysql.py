@@ -519,24 +519,6 @@ class MySQLSource(SourceEngine):
         operator = ">" if window.after else ">="
         return f"{quote(cursor)} {operator} %s", [_literal_time(window.read_from)]
 
-    def window_stats(
-        self, table: TableConfig, window: ReadWindow, previous_mark: datetime | None
-    ) -> tuple[int, datetime | None, int]:
-        assert table.cursor is not None
-        cursor = quote(table.cursor)
-        if window.read_from is None:
-            maximum = self._value(f"select max({cursor}) from {self._relation(table.name)}")
-            return -1, _cursor_value(maximum), 0
-        condition, params = self._filter(table.cursor, window)
-        previous = _literal_time(previous_mark) if previous_mark else None
-        rows = self._execute(
-            f"select count(*), max({cursor}), coalesce(sum({cursor} <= %s), 0) "
-            f"from {self._relation(table.name)} where {condition}",
-            [previous, *params],
-        )
-        count, maximum, reread = rows[0]
-        return int(count), _cursor_value(maximum), int(reread or 0)
-
     def copy_out(
         self,
         table: str,
@@ -687,17 +669,6 @@ def _text(value: Any) -> Any:
 def _instant(value: Any) -> datetime:
     """A UNIX timestamp (as the server's text) as an aware UTC datetime."""
     return datetime.fromtimestamp(float(value), tz=UTC)
-
-
-def _cursor_value(value: Any) -> datetime | None:
-    """A cursor maximum as the server printed it (UTC for timestamps: the session's
-    time zone is +00:00)."""
-    if value is None:
-        return None
-    text = _text(value)
-    if text.startswith("0000"):
-        return None
-    return datetime.fromisoformat(text)
 
 
 def _literal_time(value: datetime | None) -> str | None:

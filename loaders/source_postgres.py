@@ -5,7 +5,6 @@ with ``COPY … TO STDOUT`` and catalog questions asked of ``pg_catalog``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import IO
 
 import psycopg2
@@ -15,6 +14,7 @@ from psycopg2 import sql
 
 from loaders.catalog import (
     Column,
+    binary_safe,
     declared_ancestors,
     source_keeps_unique,
     validate_table,
@@ -31,11 +31,10 @@ from loaders.extract import (
     copy_out,
     find_split_key,
     open_snapshot,
-    window_stats,
 )
 from loaders.load import RawTable
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
-from loaders.source_engine import SourceEngine
+from loaders.source_engine import CopyFormat, SourceEngine
 from tidewater.db import connect
 
 
@@ -69,25 +68,28 @@ class PostgresSource(SourceEngine):
         self.cursor = self.connection.cursor()
         return snapshot
 
+    def choose_format(
+        self, columns: Sequence[Column], *, warehouse: str, warehouse_version: int
+    ) -> CopyFormat:
+        """Binary COPY into a PostgreSQL warehouse of the same major version when every
+        column's type allows it (`loaders.catalog.binary_safe`): the select casts each
+        column to its warehouse type, so every value arrives in the raw column's own
+        type and neither server formats or parses text. Text otherwise."""
+        self.format = "text"
+        if (
+            self.options.binary_copy
+            and warehouse == "postgres"
+            and warehouse_version // 10000 == self.connection.server_version // 10000
+            and binary_safe(self.cursor, [column.warehouse_type for column in columns])
+        ):
+            self.format = "binary"
+        return self.format
+
     def columns(self, table: TableConfig) -> tuple[Column, ...]:
         return validate_table(self.cursor, self.source, table)
 
     def declared_ancestors(self, table: TableConfig) -> list[str]:
         return declared_ancestors(self.cursor, self.source, table)
-
-    def window_stats(
-        self, table: TableConfig, window: ReadWindow, previous_mark: datetime | None
-    ) -> tuple[int, datetime | None, int]:
-        assert table.cursor is not None
-        return window_stats(
-            self.cursor,
-            self.source.source_schema,
-            table.name,
-            table.cursor,
-            window.read_from,
-            previous_mark,
-            read_after=window.after,
-        )
 
     def copy_out(
         self,
@@ -108,7 +110,7 @@ class PostgresSource(SourceEngine):
             read_after=window.after,
             extra_filter=bucket_filter(buckets[0], list(buckets[1])) if buckets else None,
         )
-        copy_out(self.cursor, query, params, sink)
+        copy_out(self.cursor, query, params, sink, binary=self.format == "binary")
 
     def keys_unique(self, table: str, keys: Sequence[str]) -> bool:
         return source_keeps_unique(self.cursor, self.source.source_schema, table, tuple(keys))

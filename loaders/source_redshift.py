@@ -25,7 +25,7 @@ from psycopg2 import sql
 from loaders.catalog import Column
 from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import DeclarationError, LoaderError
-from loaders.extract import ALL_ROWS, ReadWindow, Snapshot, build_filter, build_query
+from loaders.extract import ALL_ROWS, ReadWindow, Snapshot, build_query
 from loaders.load import RawTable
 from loaders.redshift import _split_url, read_manifest, unload
 from loaders.results import DEFAULT_OPTIONS, ConnectFn, LoadOptions
@@ -170,28 +170,6 @@ class RedshiftSource(SourceEngine):
             if needed not in names:
                 raise DeclarationError(where, f"column {needed!r} does not exist", candidates=names)
         return columns
-
-    def window_stats(
-        self, table: TableConfig, window: ReadWindow, previous_mark: datetime | None
-    ) -> tuple[int, datetime | None, int]:
-        assert table.cursor is not None
-        relation = sql.Identifier(self.source.source_schema, table.name)
-        cursor = sql.Identifier(table.cursor)
-        if window.read_from is None:
-            self.cursor.execute(sql.SQL("select max({}) from {}").format(cursor, relation))
-            return -1, self.cursor.fetchone()[0], 0
-        condition, params = build_filter(table.cursor, window.read_from, after=window.after)
-        # Redshift has no aggregate filter clause.
-        self.cursor.execute(
-            sql.SQL(
-                "select count(*), max({cursor}), "
-                "sum(case when {cursor} <= %(previous_mark)s then 1 else 0 end) "
-                "from {relation} where {condition}"
-            ).format(cursor=cursor, relation=relation, condition=condition),
-            {**params, "previous_mark": previous_mark},
-        )
-        count, maximum, reread = self.cursor.fetchone()
-        return count, maximum, int(reread or 0)
 
     def copy_out(
         self,

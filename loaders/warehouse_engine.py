@@ -33,6 +33,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import IO, ClassVar, Literal
 
 from psycopg2 import sql
@@ -57,7 +58,12 @@ from loaders.state import Mark, ensure_state_table, read_mark, write_mark
 from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load
 
 WarehouseKind = Literal["postgres", "redshift"]
-CopyFormat = Literal["text", "csv"]
+# What a read staged, in SQL both warehouses speak (Redshift has no filter clause).
+WINDOW_STATS = (
+    "select count(*), max({cursor}), "
+    "sum(case when {cursor} <= %(previous_mark)s then 1 else 0 end) from {relation}"
+)
+CopyFormat = Literal["text", "csv", "binary"]
 # Writes the rows of one read into a byte stream (a source engine's `copy_out`).
 Produce = Callable[[IO[bytes]], None]
 
@@ -189,6 +195,25 @@ class WarehouseEngine(ABC):
         copy_format: CopyFormat,
     ) -> int:
         """Fill ``target`` with what ``produce`` writes (in ``copy_format``); rows."""
+
+    def window_stats(
+        self,
+        cur: Cursor,
+        relation: sql.Identifier,
+        cursor: str,
+        previous_mark: datetime | None,
+    ) -> tuple[int, datetime | None, int]:
+        """Of the rows a read just staged in ``relation`` (a stage, or the raw table a
+        first load filled): how many, the largest ``cursor`` value, and how many sit at
+        or below ``previous_mark`` (re-read at the boundary)."""
+        cur.execute(
+            sql.SQL(WINDOW_STATS).format(cursor=sql.Identifier(cursor), relation=relation),
+            # ISO text in UTC, typed by the column (psycopg2 would add PostgreSQL's `::`
+            # cast; a cursor without a time zone holds UTC, see `loaders.results.aware`)
+            {"previous_mark": previous_mark.astimezone(UTC).isoformat() if previous_mark else None},
+        )
+        rows, maximum, reread = cur.fetchone()
+        return int(rows), maximum, int(reread or 0)
 
     @abstractmethod
     def ensure_indexes(self, cur: Cursor, raw: RawTable) -> None:

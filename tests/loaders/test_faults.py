@@ -288,7 +288,7 @@ def copying_out(dsn: str) -> bool:
         execute(
             dsn,
             "select 1 from pg_stat_activity where datname = current_database() "
-            "and query ilike 'copy (select%%to stdout' and state = 'active'",
+            "and query ilike 'copy (select%%to stdout%%' and state = 'active'",
         )
     )
 
@@ -431,7 +431,7 @@ def test_a_crash_of_the_server_holding_source_and_warehouse_is_survived_and_reco
     ((backend,),) = execute(
         source,
         "select pid from pg_stat_activity where datname = current_database() "
-        "and query ilike 'copy (select%%to stdout'",
+        "and query ilike 'copy (select%%to stdout%%'",
     )
     os.kill(backend, signal.SIGKILL)
     out, err = process.communicate(timeout=300)

@@ -63,11 +63,19 @@ ODD = TableConfig(
 )
 
 
+BOTH_FORMATS = pytest.mark.parametrize(
+    ("binary_copy", "copy_format"), [(True, "binary"), (False, "text")], ids=["binary", "text"]
+)
+
+
+@BOTH_FORMATS
 def test_every_type_round_trips_byte_for_byte(
-    source_dsn: str, warehouse_dsn: str, run_load
+    source_dsn: str, warehouse_dsn: str, run_load, binary_copy: bool, copy_format: str
 ) -> None:
     execute(source_dsn, AWKWARD_TABLE)
-    raise_on_failure(list(run_load(custom_source(ODD)).values()))
+    results = run_load(custom_source(ODD), binary_copy=binary_copy)
+    raise_on_failure(list(results.values()))
+    assert results["Odd Table"].copy_format == copy_format
     columns = (
         '"ID", "select", cast(mood as text), cast(moods as text[]), amount, cast(pair as text), tags, '
         "matrix, cast(doc as text), docb, blob, money_, ratio, at_, plain_at, took, uid, search"
@@ -82,7 +90,7 @@ def test_every_type_round_trips_byte_for_byte(
     assert execute(source_dsn, 'select doc::text from "Odd Table" where "ID" = 1') == execute(
         warehouse_dsn, 'select doc::text from raw_app."Odd Table" where "ID" = 1'
     )
-    second = run_load(custom_source(ODD))["Odd Table"]
+    second = run_load(custom_source(ODD), binary_copy=binary_copy)["Odd Table"]
     assert (second.inserted, second.updated, second.deleted) == (0, 0, 0)
 
 
@@ -321,8 +329,14 @@ def warehouse_has_xml(dsn: str) -> bool:
     return True
 
 
+@BOTH_FORMATS
 def test_xml_loads_as_text_into_a_warehouse_without_xml_support(
-    server_admin_dsn: str, source_dsn: str, warehouse_dsn: str, run_load
+    server_admin_dsn: str,
+    source_dsn: str,
+    warehouse_dsn: str,
+    run_load,
+    binary_copy: bool,
+    copy_format: str,
 ) -> None:
     source_db = urlsplit(source_dsn).path.lstrip("/")
     execute(urlunsplit(urlsplit(server_admin_dsn)._replace(path="/" + source_db)), RAW_XML)
@@ -335,8 +349,9 @@ def test_xml_loads_as_text_into_a_warehouse_without_xml_support(
         "(2, null, null)",
     )
     docs = TableConfig(name="docs", mode="incremental", cursor="updated_at", primary_key=("id",))
-    result = run_load(custom_source(docs))["docs"]
+    result = run_load(custom_source(docs), binary_copy=binary_copy)["docs"]
     assert result.status == "succeeded", result.error
+    assert result.copy_format == copy_format
     compare = "select id, cast(body as text), cast(parts as text[]) from {} order by id"
     assert execute(warehouse_dsn, compare.format("raw_app.docs")) == execute(
         source_dsn, compare.format("docs")
@@ -359,8 +374,9 @@ def test_xml_loads_as_text_into_a_warehouse_without_xml_support(
         ]
 
 
+@BOTH_FORMATS
 def test_built_in_range_types_keep_their_type(
-    source_dsn: str, warehouse_dsn: str, run_load
+    source_dsn: str, warehouse_dsn: str, run_load, binary_copy: bool, copy_format: str
 ) -> None:
     execute(
         source_dsn,
@@ -371,8 +387,10 @@ def test_built_in_range_types_keep_their_type(
         "'{\"[2026-01-01,2026-01-03)\"}', '{[1,2), [5,9)}', '[1.5,2.5]'), "
         "(2, 'empty', '(,)', '{}', '{}', null)",
     )
-    result = run_load(custom_source(TableConfig(name="bookings", mode="bulk", primary_key=("id",))))
+    bookings = custom_source(TableConfig(name="bookings", mode="bulk", primary_key=("id",)))
+    result = run_load(bookings, binary_copy=binary_copy)
     assert result["bookings"].status == "succeeded", result["bookings"].error
+    assert result["bookings"].copy_format == copy_format
     types = dict(
         execute(
             warehouse_dsn,
@@ -391,7 +409,7 @@ def test_built_in_range_types_keep_their_type(
     assert execute(warehouse_dsn, compare.format("raw_app.bookings")) == execute(
         source_dsn, compare.format("bookings")
     )
-    again = run_load(custom_source(TableConfig(name="bookings", mode="bulk", primary_key=("id",))))
+    again = run_load(bookings, binary_copy=binary_copy)
     assert (again["bookings"].inserted, again["bookings"].updated) == (0, 0)
 
 
