@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ from events.exceptions import BrokerUnreachable, PublishNotConfirmed, StreamMiss
 BROKER = "NATS JetStream"
 MSG_ID_HEADER = "Nats-Msg-Id"
 CONNECT_TIMEOUT_S = 5.0
+# How long past its expiry a pull request that never reported its end is waited for.
+REQUEST_GRACE_S = 1.0
 
 
 def _where(url: str) -> str:
@@ -109,6 +112,7 @@ class JetStreamReader:
         self._status: list[Any] = []  # status messages (the end of a pull request)
         self._arrived: asyncio.Event | None = None
         self._open = 0  # messages the open pull request may still deliver
+        self._request_ends = 0.0  # when the open pull request expires (monotonic)
         self._wanted = 0
         self._batch_ends: dict[int, str] = {}  # position → ack subject of a batch's last
 
@@ -152,8 +156,13 @@ class JetStreamReader:
 
     async def _fetch(self, max_messages: int, max_wait_s: float) -> list[Any]:
         assert self._arrived is not None
+        if self._open > 0 and time.monotonic() > self._request_ends + REQUEST_GRACE_S:
+            # Its end (408) never came: ask again rather than wait on it forever (a
+            # second open request only delivers what follows, in order, to the same inbox).
+            self._open = 0
         if self._open <= 0 and len(self._received) < max_messages:
             self._open = max_messages - len(self._received)
+            self._request_ends = time.monotonic() + max_wait_s
             request = {"batch": self._open, "expires": int(max_wait_s * 1e9)}
             await self.nc.publish(self.next_subject, json.dumps(request).encode(), reply=self.inbox)
         self._wanted = max_messages
