@@ -1,7 +1,8 @@
 """``invoke report``: one self-contained HTML page about the pipeline, drawn from
 the ``ops`` tables: a Gantt chart of the last run, runtime trends per job, rows
-per table per run, freshness against the dbt project's limits, the last failures
-and the dependency graph.
+per table per run, freshness against the dbt project's limits, the event streams
+(lag behind the tail, dead letters, events per second), the last failures and the
+dependency graph.
 
 No scripts, fonts or styles from elsewhere: every chart is inline SVG, so the file
 can be mailed, archived or opened offline. Reading (`control.report_data`, through
@@ -27,7 +28,7 @@ from control.charts import (
     runs_per_day_chart,
     runtime_chart,
 )
-from control.formatting import duration, utc
+from control.formatting import age, duration, utc
 from control.freshness import FreshnessLimit, freshness_limits, freshness_state
 from control.graph import Graph, build_graph, parse_mermaid, to_mermaid
 from control.report_data import FAILED, FAILURE_LIMIT, HEATMAP_RUNS, ReportData, collect_report
@@ -38,6 +39,7 @@ SECTIONS = {
     "runtime-trend": "Runtime per job",
     "rows-per-table": "Rows per table",
     "freshness": "Freshness",
+    "event-streams": "Event streams",
     "failures": "Failures",
     "lineage": "Lineage",
 }
@@ -102,6 +104,8 @@ def environment() -> Environment:
     )
     env.filters["num"] = number
     env.filters["utc"] = utc
+    env.filters["duration"] = duration
+    env.filters["age"] = age
     return env
 
 

@@ -1,7 +1,7 @@
 """The numbers behind `invoke report`, read from the ``ops`` tables in one go
 through the queries `invoke status` uses too (`control.queries`): the last run as
 bars and lanes for its Gantt chart, runtimes, rows per table per run, freshness,
-failures and finished runs per day. Nothing is written."""
+failures, finished runs per day and the event streams. Nothing is written."""
 
 from __future__ import annotations
 
@@ -66,6 +66,23 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class StreamRow:
+    """One event stream as `invoke status` shows it (a row of `queries.EVENT_STREAMS`)."""
+
+    stream: str
+    kind: str
+    position: int | None
+    tail: int | None
+    lag_messages: int | None
+    lag_seconds: float | None
+    events_stored: int
+    duplicates: int
+    dead_letters: int
+    events_per_s: float | None
+    age_s: float
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything the page shows from ``ops``."""
 
@@ -80,6 +97,7 @@ class ReportData:
     freshness: tuple[tuple[str, float | None], ...] = ()  # table, hours since loaded
     failures: tuple[Failure, ...] = ()
     runs_per_day: tuple[tuple[date, int, int], ...] = ()  # day, failed, finished
+    streams: tuple[StreamRow, ...] = ()  # event streams: lag, dead letters, rate
 
 
 def pack_lanes(bars: Sequence[Bar]) -> list[list[Bar]]:
@@ -177,6 +195,8 @@ def collect_report(conn: Any, *, days: int = 30) -> ReportData:
             runs[load["run_id"]] = load["run_started_at"]
             rows[(load["table_name"], load["run_id"])] = (int(load["rows_written"]), load["status"])
         failures = queries.fetch(cur, queries.FAILURES, kinds=None, limit=FAILURE_LIMIT)
+        (has_streams,) = queries.fetch(cur, queries.HAS_EVENT_STREAMS)
+        streams = queries.fetch(cur, queries.EVENT_STREAMS) if has_streams["has_streams"] else []
         return ReportData(
             now=now,
             days=days,
@@ -201,4 +221,26 @@ def collect_report(conn: Any, *, days: int = 30) -> ReportData:
                 for row in failures
             ),
             runs_per_day=tuple(fetch(queries.RUNS_PER_DAY, days=days)),
+            streams=tuple(stream_row(row) for row in streams),
         )
+
+
+def stream_row(row: dict[str, Any]) -> StreamRow:
+    """A row of `queries.EVENT_STREAMS` with its numbers as Python numbers."""
+
+    def optional(value: Any, kind: type) -> Any:
+        return None if value is None else kind(value)
+
+    return StreamRow(
+        stream=row["stream"],
+        kind=row["kind"],
+        position=optional(row["position"], int),
+        tail=optional(row["tail"], int),
+        lag_messages=optional(row["lag_messages"], int),
+        lag_seconds=optional(row["lag_seconds"], float),
+        events_stored=int(row["events_stored"]),
+        duplicates=int(row["duplicates"]),
+        dead_letters=int(row["dead_letters"]),
+        events_per_s=optional(row["events_per_s"], float),
+        age_s=float(row["age_s"]),
+    )

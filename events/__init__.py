@@ -88,7 +88,7 @@ def consume(
     batch_size: int = 1000,
 ) -> None:
     """Read every declared broker stream continuously (one thread per stream, bounded
-    batches, at most two batches in flight each) until ``stop`` is set, SIGTERM or
+    batches, two more read ahead and at most four unacknowledged each) until ``stop`` is set, SIGTERM or
     Ctrl-C. Blocks. Raises the first stream's error that was not transient."""
     brokers = _broker_sources(sources)
     if not brokers:

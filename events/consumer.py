@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import psycopg2
 import psycopg2.extensions
 
-from events.decode import Event, Poison, decode_message
-from events.engine import StreamReader, open_reader
+from events.decode import Event, Message, Poison, decode_message
+from events.engine import READ_AHEAD, StreamReader, open_reader
 from events.exceptions import (
     BrokerUnreachable,
     EventsError,
@@ -28,6 +28,7 @@ from events.exceptions import (
     StreamMissing,
     StreamReset,
 )
+from events.readahead import ReadAhead
 from events.warehouse import (
     BatchWritten,
     Progress,
@@ -95,8 +96,15 @@ class RateMeter:
         return sum(n for _, n in self.samples) / span
 
 
+Decoded = tuple[list[Event], list[Poison]]
+
+
 class StreamConsumer:
-    """Reads one stream into the warehouse, batch by batch."""
+    """Reads one stream into the warehouse, batch by batch.
+
+    After `begin`, a thread of its own (`ReadAhead`) fetches and decodes the next
+    batches while this one writes the current batch; acknowledgements go back through
+    that thread after each commit."""
 
     def __init__(
         self,
@@ -117,6 +125,21 @@ class StreamConsumer:
         self.caught_up_at = time.time()
         self.tail: int | None = None
         self.tail_read_at = 0.0
+        self.read_ahead = ReadAhead(
+            reader,
+            self.decode,
+            batch_size=batch_size,
+            max_wait_s=max_wait_s,
+            depth=READ_AHEAD,
+        )
+
+    def decode(self, messages: list[Message]) -> Decoded:
+        events: list[Event] = []
+        poison: list[Poison] = []
+        for message in messages:
+            decoded = decode_message(message, id_field=self.ref.id_field, stream=self.ref.stream)
+            (events if isinstance(decoded, Event) else poison).append(decoded)
+        return events, poison
 
     def begin(self) -> int | None:
         position = read_position(self.conn, self.ref)
@@ -124,11 +147,16 @@ class StreamConsumer:
         if self.tail is not None and position is not None and self.tail < position:
             raise StreamReset(self.ref.source, self.ref.stream, self.tail, position)
         self.reader.start(after=position)
+        self.read_ahead.start()
         return position
+
+    def close(self) -> None:
+        """Stop reading ahead and close the broker connection (never raises)."""
+        self.read_ahead.close()
 
     def refresh_tail(self, *, force: bool = False) -> int | None:
         if force or time.monotonic() - self.tail_read_at > TAIL_REFRESH_S:
-            self.tail = self.reader.tail()
+            self.tail = self.read_ahead.call(self.reader.tail)
             self.tail_read_at = time.monotonic()
             self.result.tail = self.tail
             position = self.result.position
@@ -138,15 +166,11 @@ class StreamConsumer:
 
     def step(self) -> BatchWritten | None:
         """One bounded batch: fetch, decode, write with its position, acknowledge."""
-        messages = self.reader.fetch(self.batch_size, self.max_wait_s)
-        if not messages:
+        fetched = self.read_ahead.next(self.max_wait_s)
+        if fetched is None:
             self.caught_up_at = time.time()
             return None
-        events: list[Event] = []
-        poison: list[Poison] = []
-        for message in messages:
-            decoded = decode_message(message, id_field=self.ref.id_field, stream=self.ref.stream)
-            (events if isinstance(decoded, Event) else poison).append(decoded)
+        messages, (events, poison) = fetched.messages, fetched.prepared
         previous = self.result.position
         if previous is not None and messages[0].position > previous + 1:
             # Messages the broker no longer keeps (retention) or deleted ones.
@@ -180,7 +204,8 @@ class StreamConsumer:
                 tail=tail, lag_seconds=lag_seconds, events_per_s=self.rate.add(len(events))
             ),
         )
-        self.reader.acknowledge(end)
+        reader = self.reader
+        self.read_ahead.post(lambda: reader.acknowledge(end))  # after the commit, never before
         self.result.stored += written.stored
         self.result.duplicates += written.duplicates
         self.result.dead_letters += written.dead_letters
@@ -237,7 +262,7 @@ def drain_stream(
             position = written.position
         consumer.record_idle()
     finally:
-        reader.close()
+        consumer.close()
         with contextlib.suppress(psycopg2.Error):
             conn.close()
     consumer.result.seconds = time.perf_counter() - started
@@ -260,7 +285,9 @@ def consume_stream(
     failures = 0
     result = StreamResult(ref.source, ref.stream, ref.kind)
     while not stop.is_set():
-        conn = reader = None
+        conn: psycopg2.extensions.connection | None = None
+        reader: StreamReader | None = None
+        consumer: StreamConsumer | None = None
         try:
             conn = connect_warehouse()
             reader = open_reader(source, ref.stream, batch_size=batch_size)
@@ -289,7 +316,9 @@ def consume_stream(
             log.warning("stream %s: %s; resuming in %ss", ref.stream, exc, delay)
             stop.wait(delay)
         finally:
-            if reader is not None:
+            if consumer is not None:
+                consumer.close()
+            elif reader is not None:
                 reader.close()
             if conn is not None:
                 with contextlib.suppress(psycopg2.Error):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 # A jsonb column refuses this escape; a message holding it is poison, not a crash.
 _NUL_ESCAPE = "\\u0000"
 MAX_EVENT_BYTES = 256 * 1024
@@ -57,6 +59,25 @@ def _usable_id(value: Any) -> str | None:
     return None
 
 
+_BEYOND_64_BITS = float(2**63)
+
+
+def _parse(text: str) -> Any:
+    """orjson (a third of the standard parser's time per event). What it refuses goes
+    through ``json`` again, which words the reason as people know it; so does an
+    object with an integer beyond 64 bits at the top, which orjson turns into a float
+    (an id field must keep every digit, or two ids could become one)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    if isinstance(value, dict):
+        for field in value.values():
+            if type(field) is float and abs(field) >= _BEYOND_64_BITS and field.is_integer():
+                return json.loads(text)
+    return value
+
+
 def check_payload(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """The parsed object, or why it cannot be stored."""
     if len(text) > MAX_EVENT_BYTES:
@@ -64,7 +85,7 @@ def check_payload(text: str) -> tuple[dict[str, Any] | None, str | None]:
     if _NUL_ESCAPE in text:
         return None, "event holds \\u0000, which a jsonb column cannot store"
     try:
-        value = json.loads(text)
+        value = _parse(text)
     except ValueError as exc:
         return None, f"not valid JSON: {exc}"
     if not isinstance(value, dict):

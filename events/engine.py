@@ -17,6 +17,10 @@ from events.decode import Message
 from events.exceptions import MissingBrokerUrl
 from loaders.config import SourceConfig
 
+# Batches a consumer fetches ahead of the one it is writing (`events.readahead`);
+# the broker lets this many, plus the one being written and the one being fetched,
+# be unacknowledged at once: the bound on what a consumer holds (backpressure).
+READ_AHEAD = 2
 DEFAULT_URLS = {
     "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/%2F",
     "nats": "nats://127.0.0.1:4222",
@@ -59,9 +63,9 @@ def open_reader(source: SourceConfig, stream: str, *, batch_size: int) -> Stream
     if source.kind == "rabbitmq":
         from events.rabbitmq import RabbitStreamReader
 
-        return RabbitStreamReader(url, stream, prefetch=2 * batch_size)
+        return RabbitStreamReader(url, stream, prefetch=(READ_AHEAD + 2) * batch_size)
     if source.kind == "nats":
         from events.jetstream import JetStreamReader
 
-        return JetStreamReader(url, stream, max_pending=2 * batch_size)
+        return JetStreamReader(url, stream, max_pending=(READ_AHEAD + 2) * batch_size)
     raise ValueError(f"source {source.name} of kind {source.kind} has no broker to read")

@@ -3,8 +3,8 @@
 Each declared table is a JetStream stream of that name (subject: its name, unless the
 stream says otherwise). The reader makes an ephemeral pull consumer that starts at
 the sequence after the one stored in the warehouse; the broker's consumer state is
-never trusted for where to resume. It acknowledges (ack policy ``all``) only after a
-batch is committed. nats-py is asyncio; the reader and publisher run their own event
+never trusted for where to resume. It acknowledges (ack policy ``all``: one ack for
+the last message of a batch) only after the batch is committed. nats-py is asyncio; the reader and publisher run their own event
 loop, so the shared consumer stays plain blocking code.
 """
 
@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +29,8 @@ from events.exceptions import BrokerUnreachable, PublishNotConfirmed, StreamMiss
 BROKER = "NATS JetStream"
 MSG_ID_HEADER = "Nats-Msg-Id"
 CONNECT_TIMEOUT_S = 5.0
+# How long past its expiry a pull request that never reported its end is waited for.
+REQUEST_GRACE_S = 1.0
 
 
 def _where(url: str) -> str:
@@ -69,8 +74,25 @@ async def _stream_info(js: Any, stream: str) -> api.StreamInfo:
         ) from None
 
 
+def _sequence_and_time(msg: Any) -> tuple[int, datetime]:
+    """The stream sequence and publish time from the ack subject
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>``
+    (nats-py's ``msg.metadata`` parses the same at four times the cost; it still
+    reads the longer form with a domain and an account hash)."""
+    tokens = msg.reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), datetime.fromtimestamp(int(tokens[7]) / 1e9, UTC)
+    metadata = msg.metadata
+    return metadata.sequence.stream, metadata.timestamp
+
+
 class JetStreamReader:
-    """Reads one JetStream stream in sequence order; at most ``max_pending`` unacked."""
+    """Reads one JetStream stream in sequence order; at most ``max_pending`` unacked.
+
+    Pull requests go out by hand (``CONSUMER.MSG.NEXT`` with ``batch`` and
+    ``expires``) to an inbox whose callback collects the messages: nats-py's own
+    ``fetch`` waits for each message with a timeout of its own (a task per message),
+    which made the client, not the broker or the warehouse, the limit."""
 
     broker = BROKER
 
@@ -82,8 +104,29 @@ class JetStreamReader:
         self.nc = self.loop.run_until_complete(_connect(url))
         self.js = self.nc.jetstream()
         self.info = self.loop.run_until_complete(_stream_info(self.js, stream))
+        self.consumer: str | None = None
         self.subscription: Any = None
-        self._pending: dict[int, Any] = {}
+        self.inbox = ""
+        self.next_subject = ""
+        self._received: list[Any] = []
+        self._status: list[Any] = []  # status messages (the end of a pull request)
+        self._arrived: asyncio.Event | None = None
+        self._open = 0  # messages the open pull request may still deliver
+        self._request_ends = 0.0  # when the open pull request expires (monotonic)
+        self._wanted = 0
+        self._batch_ends: dict[int, str] = {}  # position → ack subject of a batch's last
+
+    async def _on_message(self, msg: Any) -> None:
+        headers = msg.headers
+        if headers and headers.get(api.Header.STATUS):
+            if headers.get(api.Header.STATUS) != api.StatusCode.CONTROL_MESSAGE:
+                self._status.append(msg)
+                self._open = 0
+        else:
+            self._received.append(msg)
+            self._open -= 1
+        if self._arrived is not None and (len(self._received) >= self._wanted or self._open <= 0):
+            self._arrived.set()
 
     def start(self, after: int | None) -> None:
         subjects = list(self.info.config.subjects or [self.stream])
@@ -98,33 +141,65 @@ class JetStreamReader:
             inactive_threshold=60.0,
             filter_subjects=subjects if len(subjects) > 1 else None,
         )
-        self.subscription = self.loop.run_until_complete(
-            self.js.pull_subscribe(subjects[0], stream=self.stream, config=config)
-        )
+
+        async def begin() -> None:
+            info = await self.js.add_consumer(self.stream, config)
+            self.consumer = info.name
+            self.next_subject = f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{info.name}"
+            self.inbox = self.nc.new_inbox()
+            self.subscription = await self.nc.subscribe(
+                self.inbox, cb=self._on_message, pending_msgs_limit=4 * self.max_pending
+            )
+            self._arrived = asyncio.Event()
+
+        self.loop.run_until_complete(begin())
+
+    async def _fetch(self, max_messages: int, max_wait_s: float) -> list[Any]:
+        assert self._arrived is not None
+        if self._open > 0 and time.monotonic() > self._request_ends + REQUEST_GRACE_S:
+            # Its end (408) never came: ask again rather than wait on it forever (a
+            # second open request only delivers what follows, in order, to the same inbox).
+            self._open = 0
+        if self._open <= 0 and len(self._received) < max_messages:
+            self._open = max_messages - len(self._received)
+            self._request_ends = time.monotonic() + max_wait_s
+            request = {"batch": self._open, "expires": int(max_wait_s * 1e9)}
+            await self.nc.publish(self.next_subject, json.dumps(request).encode(), reply=self.inbox)
+        self._wanted = max_messages
+        if len(self._received) < max_messages and self._open > 0:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                # a little longer than the request lives, so its end usually arrives
+                await asyncio.wait_for(self._arrived.wait(), max_wait_s + 0.05)
+        for status in self._status:
+            code = status.headers.get(api.Header.STATUS)
+            description = status.headers.get(api.Header.DESCRIPTION, "")
+            if code not in (api.StatusCode.NO_MESSAGES, api.StatusCode.REQUEST_TIMEOUT) and (
+                code != api.StatusCode.CONFLICT or "deleted" in description.lower()
+            ):
+                raise nats.js.errors.APIError.from_msg(status)
+        self._status.clear()
+        batch, self._received = self._received[:max_messages], self._received[max_messages:]
+        return batch
 
     def fetch(self, max_messages: int, max_wait_s: float) -> list[Message]:
-        try:
-            received = self.loop.run_until_complete(
-                self.subscription.fetch(batch=max_messages, timeout=max(max_wait_s, 0.05))
-            )
-        except (nats.errors.TimeoutError, TimeoutError):
-            return []
+        received = self.loop.run_until_complete(self._fetch(max_messages, max(max_wait_s, 0.05)))
         batch = []
         for msg in received:
-            metadata = msg.metadata
-            position = metadata.sequence.stream
+            position, published_at = _sequence_and_time(msg)
             headers = msg.headers or {}
-            batch.append(
-                Message(position, msg.data, headers.get(MSG_ID_HEADER), metadata.timestamp)
-            )
-            self._pending[position] = msg
+            batch.append(Message(position, msg.data, headers.get(MSG_ID_HEADER), published_at))
+        if batch:
+            self._batch_ends[batch[-1].position] = received[-1].reply
         return batch
 
     def acknowledge(self, through: int) -> None:
-        msg = self._pending.get(through)
-        if msg is not None:
-            self.loop.run_until_complete(msg.ack())
-        self._pending = {pos: msg for pos, msg in self._pending.items() if pos > through}
+        """Acknowledge (ack policy ``all``) the last batch end at or before ``through``."""
+        ends = [position for position in self._batch_ends if position <= through]
+        if ends:
+            reply = self._batch_ends[max(ends)]
+            self.loop.run_until_complete(self.nc.publish(reply, b"+ACK"))
+        self._batch_ends = {pos: r for pos, r in self._batch_ends.items() if pos > through}
 
     def tail(self) -> int | None:
         info = self.loop.run_until_complete(_stream_info(self.js, self.stream))
@@ -134,6 +209,11 @@ class JetStreamReader:
         with contextlib.suppress(Exception):
             if self.subscription is not None:
                 self.loop.run_until_complete(self.subscription.unsubscribe())
+        with contextlib.suppress(Exception):
+            if self.consumer is not None:
+                self.loop.run_until_complete(
+                    asyncio.wait_for(self.js.delete_consumer(self.stream, self.consumer), 2)
+                )
         with contextlib.suppress(Exception):
             self.loop.run_until_complete(self.nc.close())
         with contextlib.suppress(Exception):

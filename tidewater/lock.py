@@ -26,6 +26,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -85,6 +86,10 @@ where locks.locktype = 'relation'
 order by activity.xact_start nulls last, locks.pid
 """
 _held: dict[str, psycopg2.extensions.connection] = {}
+# Connections that found the lock tables in place (a table created in a transaction
+# that may still roll back is not remembered): a load or event batch per transaction
+# then checks once per connection, not once per transaction.
+_have_lock_tables: weakref.WeakSet[psycopg2.extensions.connection] = weakref.WeakSet()
 
 # Redshift (server_version 8.0.2) has no lock modes, no NOWAIT, no lock_timeout, no
 # savepoints, no row locks and no pg_locks: its `LOCK` is always exclusive (readers and
@@ -228,11 +233,14 @@ def ensure_lock_tables(cur: psycopg2.extensions.cursor) -> None:
     if is_redshift(cur.connection):
         ensure_lock_tables_redshift(cur)
         return
+    if cur.connection in _have_lock_tables:
+        return
     cur.execute(
         "select count(*) from unnest(%s::text[]) as name where to_regclass(name) is null",
         ([_qualified(name) for name in (PIPELINE_LOCK, RAW_LOCK, TABLE_LOCKS, DDL_LOCK)],),
     )
     if not cur.fetchone()[0]:
+        _have_lock_tables.add(cur.connection)
         return
     in_transaction = not cur.connection.autocommit
     statements: list[sql.Composable] = list(LOCK_TABLES)
@@ -269,19 +277,18 @@ def _take(
         lock_redshift(cur, OPS_SCHEMA, table, timeout_s=timeout_s, what=what)
         return
     started = time.monotonic()
-    cur.execute("select current_setting('lock_timeout')")
+    # Round trips are what a lock per batch costs: several statements share one.
+    cur.execute("savepoint tidewater_lock; select current_setting('lock_timeout')")
     previous = cur.fetchone()[0]
-    cur.execute("savepoint tidewater_lock")
-    if timeout_s > 0:
-        cur.execute("select set_config('lock_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",))
-    statement = sql.SQL("lock table {}.{} in {} mode{}").format(
+    statement = sql.SQL("{}lock table {}.{} in {} mode{}").format(
+        sql.SQL("select set_config('lock_timeout', %s, true); " if timeout_s > 0 else ""),
         sql.Identifier(OPS_SCHEMA),
         sql.Identifier(table),
         sql.SQL(mode),
         sql.SQL("" if timeout_s > 0 else " nowait"),
     )
     try:
-        cur.execute(statement)
+        cur.execute(statement, (f"{int(timeout_s * 1000)}ms",) if timeout_s > 0 else None)
     except psycopg2.errors.LockNotAvailable:
         cur.execute("rollback to savepoint tidewater_lock")
         conflicting = {
@@ -291,8 +298,10 @@ def _take(
         }[mode]
         holder = describe_holders(cur, table, conflicting)
         raise LockTimeout(what, holder, time.monotonic() - started) from None
-    cur.execute("select set_config('lock_timeout', %s, true)", (previous,))
-    cur.execute("release savepoint tidewater_lock")
+    cur.execute(
+        "select set_config('lock_timeout', %s, true); release savepoint tidewater_lock",
+        (previous,),
+    )
 
 
 def hold_raw_shared(cur: psycopg2.extensions.cursor) -> None:
@@ -319,20 +328,17 @@ def hold_table_load(cur: psycopg2.extensions.cursor, raw_table: str) -> None:
     (a row lock in ``ops.table_locks``, which only the ETL side may write)."""
     ensure_lock_tables(cur)
     started = time.monotonic()
-    cur.execute("select current_setting('lock_timeout')")
+    cur.execute("savepoint tidewater_lock; select current_setting('lock_timeout')")
     previous = cur.fetchone()[0]
-    cur.execute("savepoint tidewater_lock")
-    cur.execute(
-        "select set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s() * 1000)}ms",)
-    )
     try:
         cur.execute(
             sql.SQL(
+                "select set_config('lock_timeout', %s, true); "
                 "insert into {}.{} as locks (raw_table, locked_at, locked_by) "
                 "values (%s, now(), current_user) on conflict (raw_table) do update "
                 "set locked_at = excluded.locked_at, locked_by = excluded.locked_by"
             ).format(sql.Identifier(OPS_SCHEMA), sql.Identifier(TABLE_LOCKS)),
-            (raw_table,),
+            (f"{int(lock_timeout_s() * 1000)}ms", raw_table),
         )
     except psycopg2.errors.LockNotAvailable:
         cur.execute("rollback to savepoint tidewater_lock")
@@ -343,8 +349,10 @@ def hold_table_load(cur: psycopg2.extensions.cursor, raw_table: str) -> None:
             holder.replace("held by", "held by one of", 1),
             time.monotonic() - started,
         ) from None
-    cur.execute("select set_config('lock_timeout', %s, true)", (previous,))
-    cur.execute("release savepoint tidewater_lock")
+    cur.execute(
+        "select set_config('lock_timeout', %s, true); release savepoint tidewater_lock",
+        (previous,),
+    )
 
 
 def acquire(target: Target, *, job: str, wait_s: float = 0.0) -> None:

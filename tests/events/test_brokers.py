@@ -13,9 +13,10 @@ import threading
 import time
 
 import pytest
+from psycopg2 import sql
 
 import events
-from events.consumer import consume_stream, drain_stream, stream_refs
+from events.consumer import consume_stream, drain_stream, prepare, stream_refs
 from events.publish import close_publishers
 from loaders.pipeline import connector
 from tests.events.streams import (
@@ -25,6 +26,7 @@ from tests.events.streams import (
     stored_ids,
     stream_row,
 )
+from tests.loaders.conftest import execute
 
 SCHEMA = "raw_events"
 KILL_ROUNDS = int(os.environ.get("TIDEWATER_EVENTS_KILL_ROUNDS", "100"))
@@ -213,3 +215,38 @@ def test_a_stream_created_again_is_not_silently_skipped(
     assert result.status == "failed"
     assert "deleted and created again" in (result.error or "")
     assert "delete from ops.event_streams" in (result.error or "")
+
+
+def test_batches_read_ahead_commit_in_order_with_their_positions(
+    broker: tuple[str, str, str], warehouse_dsn: str
+) -> None:
+    """Batches of 5 are read far faster than they are written, so the read-ahead
+    queue is full all along: every batch must still commit in stream order, with the
+    position it ends at (a batch written after a later one would be dropped as a
+    replay, or move the stored position back)."""
+    kind, url, stream = broker
+    source = broker_source(kind, url, stream, schema=SCHEMA)
+    connect = connector(warehouse_dsn, what="warehouse")
+    ids, _ = publish_batch(url, stream, 1, 400, rng=random.Random(3), poison_every=10**6)
+    (ref,) = stream_refs(source)
+    prepare([source], connect)
+    result = drain_stream(source, ref, connect, batch_size=5, max_wait_s=0.2)
+
+    assert result.stored == len(set(ids))
+    assert stored_ids(warehouse_dsn, SCHEMA, stream) == sorted(set(ids))
+    row = stream_row(warehouse_dsn, stream)
+    assert row["position"] == row["tail"] == result.tail
+    positions = _positions_in_commit_order(warehouse_dsn, stream)
+    assert positions == sorted(positions)
+
+
+def _positions_in_commit_order(dsn: str, stream: str) -> list[int]:
+    """Stream positions of the stored rows, in the order their batches committed
+    (``_loaded_at`` is the batch transaction's start)."""
+    rows = execute(
+        dsn,
+        sql.SQL("select _stream_position from {} order by _loaded_at, _stream_position").format(
+            sql.Identifier(SCHEMA, stream)
+        ),
+    )
+    return [position for (position,) in rows]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from events.decode import MAX_EVENT_BYTES, Event, Message, Poison, decode_message
@@ -48,3 +50,12 @@ def test_poison_keeps_its_bytes_position_and_reason(
     assert reason in decoded.reason
     assert decoded.body == body
     assert decoded.position == 3
+
+
+def test_an_id_beyond_64_bits_keeps_every_digit() -> None:
+    # orjson reads such an integer as a float: two ids would become one
+    for number in (2**64 + 1, 2**64 + 2, -(2**70) - 1):
+        body = json.dumps({"order_id": number, "price": 1e20}).encode()
+        event = decode_message(Message(7, body), id_field="order_id", stream="s")
+        assert isinstance(event, Event)
+        assert event.event_id == str(number)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from control.report import write_report
 from control.report_data import Bar, collect_report, pack_lanes
 from control.status import collect_status
 from control.svg import AMBER, GREEN, GREY, RED
+from events.decode import Event, Poison
+from events.warehouse import Progress, StreamRef, ensure_stream_tables, write_batch
 from tidewater.runs import ensure_ops_tables
 
 from .test_graph import MANIFEST
@@ -224,7 +227,7 @@ def test_a_warehouse_without_ops_tables_still_gets_a_report(
     warehouse: psycopg2.extensions.connection, tmp_path: Path
 ) -> None:
     page = write_report(warehouse, tmp_path / "r.html").read_text()
-    for anchor in SECTION_IDS:
+    for anchor in (*SECTION_IDS, "event-streams"):
         assert f'<section id="{anchor}">' in page
     assert "No runs recorded yet" in page
     assert "the ops tables do not exist" in page
@@ -235,7 +238,7 @@ def test_empty_ops_tables_give_a_report_of_empty_sections(
 ) -> None:
     ensure_ops_tables(warehouse)
     page = write_report(warehouse, tmp_path / "r.html", days=7).read_text()
-    for anchor in SECTION_IDS:
+    for anchor in (*SECTION_IDS, "event-streams"):
         assert 'class="empty"' in section(page, anchor), anchor
 
 
@@ -415,3 +418,54 @@ def test_status_and_the_report_read_the_same_rows(
     assert {failure.kind for failure in data.failures} == {"job", "load", "model"}
     assert status["pipeline_runs"][0]["pipeline_run_id"] == "run-skipped"
     assert data.last_run == "run-last"  # the report skips a run that was only skipped
+
+
+def test_event_streams_show_their_lag_dead_letters_and_rate_as_status_does(
+    warehouse: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    ensure_ops_tables(warehouse)
+    ref = StreamRef("shop", "rabbitmq", "raw_shop", "orders<placed>")
+    ensure_stream_tables(warehouse, [ref])
+    events = [Event(f"e{n}", json.dumps({"n": n}), None, n) for n in range(1, 1201)]
+    poison = [Poison("not valid JSON", b"{oops", 1201), Poison("not UTF-8", b"\xff", 1202)]
+    write_batch(
+        warehouse,
+        ref,
+        [*events, events[0]],  # a redelivery: stored once, counted as a duplicate
+        poison,
+        position=1202,
+        progress=Progress(tail=4702, lag_seconds=75.0, events_per_s=51234.4),
+    )
+    page = write_report(warehouse, tmp_path / "r.html", manifest=MANIFEST).read_text()
+    streams = section(page, "event-streams")
+    (row,) = re.findall(r'<tr class="stream">(.*?)</tr>', streams)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells[:10] == [
+        "shop.orders&lt;placed&gt;",  # escaped
+        "rabbitmq",
+        "1,202",
+        "4,702",
+        "3,500",  # messages behind the tail
+        "1 min 15 s",
+        "1,200",
+        "1",
+        "2",
+        "51,234",
+    ]
+    assert '<td class="dead bad">2</td>' in streams
+    # the same row `invoke status` shows
+    (status_row,) = collect_status(warehouse)["event_streams"]
+    (data_row,) = collect_report(warehouse).streams
+    assert (
+        status_row["stream"],
+        status_row["lag_messages"],
+        status_row["lag_seconds"],
+        status_row["dead_letters"],
+        status_row["events_per_s"],
+    ) == (
+        data_row.stream,
+        data_row.lag_messages,
+        data_row.lag_seconds,
+        data_row.dead_letters,
+        data_row.events_per_s,
+    )
