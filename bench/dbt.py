@@ -43,16 +43,23 @@ tidewater:
 
 
 def load(source: str, warehouse: str) -> None:
+    """Load the demo app's tables; the event streams' raw tables exist, as after any
+    `invoke load` (the bench sends no events)."""
+    from events import EVENT_KINDS
+    from events.consumer import prepare
     from loaders.config import load_sources
     from loaders.pipeline import LoadOptions, connector, load_all, raise_on_failure
 
+    sources = load_sources()
+    connect_warehouse = connector(warehouse, what="warehouse")
     results = load_all(
-        load_sources()[:1],
+        [source for source in sources if source.name == "app"],
         source_connectors={"app": connector(source, what="source")},
-        connect_warehouse=connector(warehouse, what="warehouse"),
+        connect_warehouse=connect_warehouse,
         options=LoadOptions(workers=4),
     )
     raise_on_failure(results)
+    prepare([source for source in sources if source.kind in EVENT_KINDS], connect_warehouse)
 
 
 def run_dbt_in_process() -> None:
