@@ -166,7 +166,8 @@ def build_if_changed(
         published_before = last_published_inputs(conn)
     finally:
         conn.close()
-    if published_before is not None and inputs.digest == published_before.digest:
+    full_refresh = "--full-refresh" in args
+    if not full_refresh and published_before and inputs.digest == published_before.digest:
         with record_job(connect, "dbt build") as run:
             run.rows = 0
             run.details = {**(details or {}), "nothing_to_do": NOTHING_TO_DO}
@@ -175,7 +176,7 @@ def build_if_changed(
     changed = changed_tables(inputs, published_before)
     selectors = None if changed is None else changed_source_selectors(changed)
     selection: list[str] = []
-    if selectors and "--full-refresh" not in args:
+    if selectors and not full_refresh:
         selection = ["--select", *selectors]
         say(f"building what depends on the changed raw tables: {', '.join(changed or ())}")
     details = {**(details or {}), "selected": selectors if selection else "everything"}
