@@ -117,8 +117,7 @@ def build(profiles_dir: str, *extra: str, every_node: bool = False) -> float:
 
 
 def change(source: str, fraction: float) -> int:
-    """Change a fraction of rows the way the app does: new events, status moves,
-    new payments on existing orders."""
+    """Change a fraction of rows the way the app does: new events and status moves."""
     events = execute(source, "select count(*) from events")[0][0]
     new = max(1, int(events * fraction))
     execute(
@@ -131,8 +130,10 @@ def change(source: str, fraction: float) -> int:
     moved = max(1, int(orders * fraction))
     execute(
         source,
-        "update orders set status = 'delivered' where order_id in (select order_id from orders"
-        f" where status in ('paid', 'shipped') order by order_id limit {moved})",
+        # the app moves updated_at with every change, and the loaders read by it
+        "update orders set status = 'delivered', updated_at = clock_timestamp() where order_id"
+        " in (select order_id from orders where status in ('paid', 'shipped')"
+        f" order by order_id limit {moved})",
     )
     return new + moved
 
