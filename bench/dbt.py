@@ -130,10 +130,12 @@ def change(source: str, fraction: float) -> int:
     moved = max(1, int(orders * fraction))
     execute(
         source,
-        # the app moves updated_at with every change, and the loaders read by it
-        "update orders set status = 'delivered', updated_at = clock_timestamp() where order_id"
-        " in (select order_id from orders where status in ('paid', 'shipped')"
-        f" order by order_id limit {moved})",
+        # Orders anywhere in the table, shipped <-> delivered (so rounds never run out
+        # of orders to change); the app moves updated_at, which the loaders read by.
+        "update orders set updated_at = clock_timestamp(), status = case status"
+        " when 'shipped' then 'delivered' when 'delivered' then 'shipped' else status end"
+        " where order_id in (select order_id from orders where status in"
+        f" ('shipped', 'delivered') order by random() limit {moved})",
     )
     return new + moved
 
