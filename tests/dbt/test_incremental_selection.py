@@ -9,6 +9,8 @@ import os
 from tests.conftest import APP_MARTS, Project, execute, query
 from tests.dbt.test_incremental_equals_full_refresh import differing_rows
 from tests.dbt.test_publish_gate import fingerprints
+from transform.inputs import BuildInputs, PublishedInputs, changed_tables
+from transform.selection import changed_source_selectors, declared_sources
 
 # What depends on raw_app.products: its staging view and dim_products; the models
 # over ops are refreshed by every build that builds anything.
@@ -73,3 +75,25 @@ def test_a_change_to_one_raw_table_builds_only_its_descendants(project: Project)
         table: differing_rows(project.warehouse, "marts", "fullref", table) for table in APP_MARTS
     }
     assert differences == dict.fromkeys(APP_MARTS, 0)
+
+
+def test_a_full_build_unless_the_same_code_read_declared_tables_that_moved() -> None:
+    now = BuildInputs("f1", "prod", {"raw_app.orders": "2", "raw_app.events": "1"})
+    assert changed_tables(now, None) is None  # nothing published yet
+    assert changed_tables(now, PublishedInputs("d", None, None)) is None  # an older record
+    other_code = PublishedInputs("d", "f0 prod", {"raw_app.orders": "1", "raw_app.events": "1"})
+    assert changed_tables(now, other_code) is None
+    same_code = PublishedInputs("d", now.code, {"raw_app.orders": "1", "raw_app.events": "1"})
+    assert changed_tables(now, same_code) == ["raw_app.orders"]
+    gone = PublishedInputs("d", now.code, {**now.raw_tables, "raw_app.gone": "1"})
+    assert changed_tables(now, gone) == ["raw_app.gone"]
+
+    declared = declared_sources()
+    assert declared["raw_app.orders"] == "app.orders"
+    assert declared["raw_web.page_views"] == "web.page_views"
+    assert changed_source_selectors(["raw_app.orders"], declared) == [
+        "source:app.orders+",
+        "source:ops+",
+    ]
+    # a raw table dbt does not declare may be read some other way: build everything
+    assert changed_source_selectors(["raw_app.orders", "raw_app.undeclared"], declared) is None
