@@ -327,22 +327,29 @@ def test(c: Context, args: str = "") -> None:
 
 @task(
     help={
-        "scale": "demo app scale; 200 ≈ 5 million events",
-        "what": "loaders (default), dbt, status, mysql, events, or all",
+        "scale": "demo app scale (default 20, a few minutes); 200 ≈ 5 million events",
+        "what": "loaders (default), dbt, chain, status, mysql, events, or all: every "
+        "figure of issue 13 (loaders, dbt, chain) in one run",
+        "rounds": "best of this many rounds (dbt, chain)",
     }
 )
-def bench(c: Context, scale: float = 200.0, what: str = "loaders") -> None:
-    """Benchmarks (long, not in CI): loaders vs a psql COPY pipe, dbt incremental, status."""
+def bench(c: Context, scale: float = 20.0, what: str = "loaders", rounds: int = 3) -> None:
+    """Benchmarks (long, not in CI): loaders vs a psql COPY pipe, dbt incremental, no-change chain."""
     modules = {
         "loaders": "bench",
         "dbt": "bench.dbt",
+        "chain": "bench.chain",
         "status": "bench.status",
         "mysql": "bench.mysql",
         "events": "bench.events",
     }
-    chosen = list(modules) if what == "all" else [what]
+    chosen = ["loaders", "dbt", "chain"] if what == "all" else [what]
     for name in chosen:
         if name not in modules:
             raise Exit(f"unknown benchmark {name!r}; choose one of: {', '.join(modules)}, all")
-        scale_option = {"status": "", "mysql": "", "events": ""}.get(name, f" --scale {scale}")
-        _run(c, f"{PYTHON} -m {modules[name]}{scale_option}")
+        options = {
+            "loaders": f" --scale {scale}",
+            "dbt": f" --scale {scale} --rounds {rounds}",
+            "chain": f" --scale {scale} --rounds {rounds}",
+        }.get(name, "")
+        _run(c, f"{PYTHON} -m {modules[name]}{options}")

@@ -24,8 +24,14 @@ from transform.audit import (
     write_marks,
 )
 from transform.exceptions import TransformFailed
-from transform.inputs import input_digest, keep_published_digest, last_published_digest
+from transform.inputs import (
+    changed_tables,
+    keep_published_inputs,
+    last_published_inputs,
+    read_inputs,
+)
 from transform.publish import BuildOutcome, publish, read_build_outcome
+from transform.selection import changed_source_selectors
 
 
 def dbt_env() -> dict[str, str]:
@@ -144,30 +150,41 @@ def run_dbt(
 def build_if_changed(
     target: Target, *args: str, details: dict[str, object] | None = None
 ) -> list[str]:
-    """A full ``dbt build`` and publish — unless no raw table and no file of the dbt
-    project changed since the last green, published build: then dbt is not started, and
-    the job is recorded as having had nothing to do. Returns the relations published."""
+    """``dbt build`` and publish what the inputs that changed since the last green,
+    published build need. Nothing, when no raw table and no file of the dbt project
+    changed: then dbt is not started, and the job is recorded as having had nothing to
+    do. Only what depends on the changed raw tables (and the models over ``ops``), when
+    the project is the same (``transform.selection``). Everything otherwise. The choice
+    is in the job's record (``details.selected``). Returns the relations published."""
     if target.type != "postgres" or target.name.startswith("dev"):
         return run_dbt("build", target, *args, details=details)
     connect = warehouse_connector(target)
     conn = connect()
     conn.autocommit = True
     try:
-        digest = input_digest(conn, fingerprint=project_fingerprint(), target_name=target.name)
-        unchanged = digest == last_published_digest(conn)
+        inputs = read_inputs(conn, fingerprint=project_fingerprint(), target_name=target.name)
+        published_before = last_published_inputs(conn)
     finally:
         conn.close()
-    if unchanged:
+    full_refresh = "--full-refresh" in args
+    if not full_refresh and published_before and inputs.digest == published_before.digest:
         with record_job(connect, "dbt build") as run:
             run.rows = 0
             run.details = {**(details or {}), "nothing_to_do": NOTHING_TO_DO}
         say(f"nothing to transform: {NOTHING_TO_DO} (dbt was not started)")
         return []
-    published = run_dbt("build", target, *args, details=details)
+    changed = changed_tables(inputs, published_before)
+    selectors = None if changed is None else changed_source_selectors(changed)
+    selection: list[str] = []
+    if selectors and not full_refresh:
+        selection = ["--select", *selectors]
+        say(f"building what depends on the changed raw tables: {', '.join(changed or ())}")
+    details = {**(details or {}), "selected": selectors if selection else "everything"}
+    published = run_dbt("build", target, *args, *selection, details=details)
     conn = connect()
     try:
         with conn:
-            keep_published_digest(conn, digest, pipeline_run_id())
+            keep_published_inputs(conn, inputs, pipeline_run_id())
     finally:
         conn.close()
     return published

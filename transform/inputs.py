@@ -1,11 +1,15 @@
-"""What a build reads, as one digest: when nothing changed, a transform has nothing to do.
+"""What a build reads: when nothing changed, a transform has nothing to do; when a few
+raw tables changed, it builds only what depends on them.
 
 The inputs of a full build are the dbt project's files (and dbt's version) and the raw
 tables. Every write a load makes to a raw row — insert, update, delete mark, a keyless
 table's replacement — stamps ``_loaded_at``, so the newest ``_loaded_at`` of each raw
 table (one index probe each) says whether a table changed. After a green build is
-published, its digest is kept in ``ops.transform_inputs``; the next transform compares
-and, when they match, records that it had nothing to do instead of starting dbt.
+published, what it read is kept in ``ops.transform_inputs``: one digest of it all, the
+project's fingerprint and each raw table's newest ``_loaded_at``. The next transform
+compares: the same digest means nothing to do; the same project with some tables moved
+means only those tables' descendants need building (:func:`changed_tables`); anything
+else (other code, another dbt version, no record) means a full build.
 
 Models over the ``ops`` tables (the pipeline's own run records) are refreshed by the
 next build that has new data to build, not by a no-change cycle.
@@ -14,6 +18,8 @@ next build that has new data to build, not by a no-change cycle.
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass
 
 import psycopg2.extensions
 from psycopg2 import sql
@@ -35,14 +41,57 @@ create table if not exists ops.transform_inputs (
     recorded_at timestamptz not null default now()
 )
 """
-LAST_DIGEST = "select digest from ops.transform_inputs order by recorded_at desc limit 1"
+# Added after the first release: a row without them (or a build recorded before
+# them) can only say "unchanged", never which tables changed.
+KEEP_COLUMNS = """
+alter table ops.transform_inputs
+    add column if not exists code text,
+    add column if not exists raw_tables jsonb
+"""
+LAST_INPUTS = """
+select digest, code, raw_tables from ops.transform_inputs order by recorded_at desc limit 1
+"""
+
+# "raw_app.orders" -> the newest `_loaded_at` as text (None: the table is empty)
+RawMarks = dict[str, str | None]
 
 
-def input_digest(
+@dataclass(frozen=True)
+class BuildInputs:
+    """What a build reads: the code (project fingerprint and target) and every raw
+    table's newest ``_loaded_at``; ``digest`` stands for both."""
+
+    fingerprint: str
+    target_name: str
+    raw_tables: RawMarks
+
+    @property
+    def code(self) -> str:
+        """The project's fingerprint and the target, as kept in ``ops.transform_inputs``."""
+        return f"{self.fingerprint} {self.target_name}"
+
+    @property
+    def digest(self) -> str:
+        digest = hashlib.sha256(f"{self.fingerprint}\0{self.target_name}\0".encode())
+        for name, newest in sorted(self.raw_tables.items()):
+            digest.update(f"{name}={newest}\0".encode())
+        return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class PublishedInputs:
+    """What the last green, published build read, as kept in ``ops.transform_inputs``."""
+
+    digest: str
+    code: str | None
+    raw_tables: RawMarks | None
+
+
+def read_inputs(
     conn: psycopg2.extensions.connection, *, fingerprint: str, target_name: str
-) -> str:
-    """The digest of the project's code and the newest ``_loaded_at`` of every raw table."""
-    digest = hashlib.sha256(f"{fingerprint}\0{target_name}\0".encode())
+) -> BuildInputs:
+    """The project's code and the newest ``_loaded_at`` of every raw table, now."""
+    marks: RawMarks = {}
     with conn.cursor() as cur:
         cur.execute(RAW_TABLES)
         tables = cur.fetchall()
@@ -55,27 +104,76 @@ def input_digest(
                     for schema, table in tables
                 )
             )
-            for name, newest in sorted(cur.fetchall()):
-                digest.update(f"{name}={newest}\0".encode())
-    return digest.hexdigest()[:32]
+            marks = dict(cur.fetchall())
+    return BuildInputs(fingerprint=fingerprint, target_name=target_name, raw_tables=marks)
 
 
-def last_published_digest(conn: psycopg2.extensions.connection) -> str | None:
-    """The digest kept with the last green, published full build (None if there is none)."""
+def input_digest(
+    conn: psycopg2.extensions.connection, *, fingerprint: str, target_name: str
+) -> str:
+    """The digest of the project's code and the newest ``_loaded_at`` of every raw table."""
+    return read_inputs(conn, fingerprint=fingerprint, target_name=target_name).digest
+
+
+def last_published_inputs(conn: psycopg2.extensions.connection) -> PublishedInputs | None:
+    """What the last green, published build read (None if there is no record)."""
     with conn.cursor() as cur:
         cur.execute("select to_regclass('ops.transform_inputs') is not null")
         if not cur.fetchone()[0]:
             return None
-        cur.execute(LAST_DIGEST)
-        row = cur.fetchone()
-    return row[0] if row else None
+        cur.execute(
+            "select count(*) = 2 from information_schema.columns where table_schema = 'ops' "
+            "and table_name = 'transform_inputs' and column_name in ('code', 'raw_tables')"
+        )
+        if cur.fetchone()[0]:
+            cur.execute(LAST_INPUTS)
+            row = cur.fetchone()
+        else:
+            cur.execute(
+                "select digest, null, null from ops.transform_inputs "
+                "order by recorded_at desc limit 1"
+            )
+            row = cur.fetchone()
+    if row is None:
+        return None
+    digest, code, raw_tables = row
+    if isinstance(raw_tables, str):
+        raw_tables = json.loads(raw_tables)
+    return PublishedInputs(digest=digest, code=code, raw_tables=raw_tables)
 
 
-def keep_published_digest(conn: psycopg2.extensions.connection, digest: str, run_id: str) -> None:
-    """Remember what a green, published full build read (only the newest row is read;
-    the older ones are the history of what was built)."""
+def last_published_digest(conn: psycopg2.extensions.connection) -> str | None:
+    """The digest kept with the last green, published build (None if there is none)."""
+    published = last_published_inputs(conn)
+    return published.digest if published else None
+
+
+def changed_tables(inputs: BuildInputs, published: PublishedInputs | None) -> list[str] | None:
+    """The raw tables (``raw_app.orders``) whose newest ``_loaded_at`` moved since the
+    last published build, appeared or went; None when a full build is needed (no
+    record, a record without the tables, or other code or dbt version)."""
+    if published is None or published.raw_tables is None or published.code != inputs.code:
+        return None
+    names = set(inputs.raw_tables) | set(published.raw_tables)
+    return sorted(
+        name
+        for name in names
+        if name not in inputs.raw_tables
+        or name not in published.raw_tables
+        or inputs.raw_tables[name] != published.raw_tables[name]
+    )
+
+
+def keep_published_inputs(
+    conn: psycopg2.extensions.connection, inputs: BuildInputs, run_id: str
+) -> None:
+    """Remember what a green, published build read (only the newest row is read; the
+    older ones are the history of what was built)."""
     with conn.cursor() as cur:
         cur.execute(KEEP_TABLE)
+        cur.execute(KEEP_COLUMNS)
         cur.execute(
-            "insert into ops.transform_inputs (digest, run_id) values (%s, %s)", (digest, run_id)
+            "insert into ops.transform_inputs (digest, run_id, code, raw_tables) "
+            "values (%s, %s, %s, %s)",
+            (inputs.digest, run_id, inputs.code, json.dumps(inputs.raw_tables, sort_keys=True)),
         )

@@ -32,12 +32,15 @@ def test_row_level_tests_audit_the_increment_and_still_catch_new_bad_rows(
     # with no marks yet, every row was tested
     assert "_loaded_at > cast(" not in compiled_test("not_null_fct_events_session_id")
 
-    # The next build (a load touched one row: with nothing new, no build runs) tests
-    # only rows loaded since the marks ...
+    # The next build (a load touched a row of events and one of payments: with
+    # nothing new no build runs, and a build runs only what depends on the tables
+    # that changed) tests only rows loaded since the marks ...
     execute(
         project.warehouse,
-        "update raw_app.countries set _loaded_at = now() "
-        "where country_code = (select min(country_code) from raw_app.countries)",
+        "update raw_app.events set _loaded_at = now() "
+        "where event_id = (select min(event_id) from raw_app.events)",
+        "update raw_app.payments set _loaded_at = now() "
+        "where payment_id = (select min(payment_id) from raw_app.payments)",
     )
     project.invoke("transform")
     for test in ("not_null_fct_events_session_id", "source_unique_app_events_event_id"):
