@@ -15,37 +15,30 @@ every table. This module keeps the marks in ``ops.audit_marks``:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 
 import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+from tidewater.manifest import project_digest
 from tidewater.paths import DBT_PROJECT_DIR
 
 # Generic tests that audit only the increment (dbt_project/macros/audit_increment.sql);
 # relationships only where the parent keeps every key.
 ROW_LEVEL_TESTS = {"unique", "not_null", "accepted_values", "relationships"}
-PROJECT_PARTS = ("dbt_project.yml", "packages.yml", "models", "macros", "snapshots", "tests")
 
 Relation = tuple[str, str]  # (schema, identifier)
 
 
 def project_fingerprint(project_dir: Path = DBT_PROJECT_DIR) -> str:
-    """A digest of every file of the dbt project that can change what it builds."""
-    digest = hashlib.sha256(metadata.version("dbt-core").encode())
-    for part in PROJECT_PARTS:
-        root = project_dir / part
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            digest.update(str(path.relative_to(project_dir)).encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:20]
+    """A digest of everything that can change what the project builds: dbt's version,
+    every file of the project and the environment variables it names
+    (`tidewater.manifest.project_digest`, which also keys the parsed manifest)."""
+    return project_digest(project_dir)[:20]
 
 
 def forget_stale_marks(

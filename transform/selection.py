@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from tidewater.manifest import parsed_manifest
 from tidewater.paths import DBT_PROJECT_DIR
 
 # The run records change with every run; the models over them are refreshed by every
@@ -22,22 +21,13 @@ ALWAYS = ("source:ops+",)
 
 
 def declared_sources(project_dir: Path = DBT_PROJECT_DIR) -> dict[str, str]:
-    """Each declared source table's relation (``raw_app.orders``) and its dbt name
-    (``app.orders``), from the project's sources YAML. Names dbt would compute
-    (Jinja in ``schema:`` or ``identifier:``) are left out: a table that is left out
-    and changed makes the build a full one."""
-    project = yaml.safe_load((project_dir / "dbt_project.yml").read_text()) or {}
+    """Each source table's relation (``raw_app.orders``) and its dbt name
+    (``app.orders``), as dbt parses the project (``schema:`` and ``identifier:``
+    rendered, Jinja included)."""
     declared: dict[str, str] = {}
-    for folder in project.get("model-paths", ["models"]):
-        for path in sorted((project_dir / folder).rglob("*.yml")):
-            document = yaml.safe_load(path.read_text()) or {}
-            for source in document.get("sources") or []:
-                schema = str(source.get("schema") or source["name"])
-                for table in source.get("tables") or []:
-                    identifier = str(table.get("identifier") or table["name"])
-                    if "{" in schema or "{" in identifier:
-                        continue
-                    declared[f"{schema}.{identifier}".lower()] = f"{source['name']}.{table['name']}"
+    for source in (parsed_manifest(project_dir).get("sources") or {}).values():
+        relation = f"{source['schema']}.{source.get('identifier') or source['name']}"
+        declared[relation.lower()] = f"{source['source_name']}.{source['name']}"
     return declared
 
 
