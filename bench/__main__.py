@@ -22,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench import execute, with_dbname
+from psycopg2 import sql
+
+from bench import execute, recreate_database, with_dbname
 from tidewater import embedded
 
 LOADER = """
@@ -52,18 +54,21 @@ def psql_binary() -> str:
     return str(bundled) if bundled.exists() else (shutil.which("psql") or "psql")
 
 
-def recreate(admin_dsn: str, name: str) -> None:
-    execute(admin_dsn, f'drop database if exists "{name}" with (force)')
-    execute(admin_dsn, f'create database "{name}"')
-
-
 def pipe(source: str, warehouse: str, table: str, *, binary: bool) -> float:
     """The limit: psql COPY out piped into psql COPY in."""
-    execute(warehouse, f"drop table if exists pipe_{table}")
-    execute(warehouse, f"create table pipe_{table} (like raw_app.{table} excluding all)")
+    target = sql.Identifier(f"pipe_{table}")
+    execute(warehouse, sql.SQL("drop table if exists {}").format(target))
     execute(
         warehouse,
-        f"alter table pipe_{table} drop column _loaded_at, drop column _batch_id, drop column _deleted_at",
+        sql.SQL("create table {} (like {} excluding all)").format(
+            target, sql.Identifier("raw_app", table)
+        ),
+    )
+    execute(
+        warehouse,
+        sql.SQL(
+            "alter table {} drop column _loaded_at, drop column _batch_id, drop column _deleted_at"
+        ).format(target),
     )
     options = " with (format binary)" if binary else ""
     psql = psql_binary()
@@ -79,7 +84,7 @@ def pipe(source: str, warehouse: str, table: str, *, binary: bool) -> float:
     )
     out.wait()
     elapsed = time.perf_counter() - started
-    execute(warehouse, f"drop table pipe_{table}")
+    execute(warehouse, sql.SQL("drop table {}").format(target))
     return elapsed
 
 
@@ -137,7 +142,7 @@ def main() -> int:
         counts = {"events": execute(source, "select count(*) from events")[0][0]}
         print(f"reusing the demo app in bench_app: {counts['events']:,} events")
     else:
-        recreate(admin, "bench_app")
+        recreate_database(admin, "bench_app")
         started = time.perf_counter()
         counts = demo_app.create_app(source, scale=args.scale)
         print(f"demo app at scale {args.scale:g}: {counts} in {time.perf_counter() - started:.1f}s")
@@ -150,7 +155,7 @@ def main() -> int:
     binary_runs: list[float] = []
     events_peak = 0.0
     for _ in range(args.repeat):
-        recreate(admin, "bench_wh")
+        recreate_database(admin, "bench_wh")
         report, peak = run_loader(source, warehouse, "events")
         ours_runs.append(report["tables"]["events"]["seconds"])
         events_peak = max(events_peak, peak)

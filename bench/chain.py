@@ -17,34 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import execute, with_dbname
+from bench import drop_database, recreate_database, with_dbname, write_profile
 from tidewater import embedded
 from tidewater.paths import PROJECT_ROOT
 
 DATABASES = ("benchchain_app", "benchchain_wh")
-PROFILE = """
-tidewater:
-  target: embedded
-  outputs:
-    embedded:
-      type: postgres
-      host: 127.0.0.1
-      port: {port}
-      user: tidewater_etl_runner
-      password: ""
-      dbname: benchchain_wh
-      schema: analytics
-      threads: 4
-    embedded_admin:
-      type: postgres
-      host: 127.0.0.1
-      port: {port}
-      user: postgres
-      password: ""
-      dbname: benchchain_wh
-      schema: analytics
-      threads: 1
-"""
 
 
 def invoke(env: dict[str, str], *words: str) -> float:
@@ -73,15 +50,19 @@ def main() -> int:
     server = embedded.start()
     admin = server.admin_dsn("postgres")
     for name in DATABASES:
-        execute(admin, f"drop database if exists {name} with (force)")
-        execute(admin, f"create database {name}")
+        recreate_database(admin, name)
     import demo_app
 
     source = with_dbname(admin, DATABASES[0])
     counts = demo_app.create_app(source, scale=args.scale)
     print(f"demo app at scale {args.scale:g}: {counts}")
     with tempfile.TemporaryDirectory() as profiles_dir:
-        (Path(profiles_dir) / "profiles.yml").write_text(PROFILE.format(port=server.port))
+        write_profile(
+            profiles_dir,
+            port=server.port,
+            dbname=DATABASES[1],
+            logins={"embedded": "tidewater_etl_runner", "embedded_admin": "postgres"},
+        )
         env = dict(os.environ)
         env.update(
             DBT_PROFILES_DIR=profiles_dir,
@@ -100,7 +81,7 @@ def main() -> int:
         print(f"  ratio                              {chain / load:8.2f}x   (target <= 2)")
     if os.environ.get("BENCH_KEEP") != "1":
         for name in DATABASES:
-            execute(admin, f"drop database if exists {name} with (force)")
+            drop_database(admin, name)
     return 0
 
 

@@ -19,29 +19,12 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import psycopg2
 
-from bench import execute, with_dbname
+from bench import drop_database, execute, recreate_database, with_dbname, write_profile
 from tidewater import embedded
-
-PROFILE = """
-tidewater:
-  target: bench
-  outputs:
-    bench:
-      type: postgres
-      host: 127.0.0.1
-      port: {port}
-      user: postgres
-      password: ""
-      dbname: benchdbt_wh
-      schema: analytics
-      threads: 4
-"""
-
 
 # the fraction of source rows changed before an incremental build, and its target
 FRACTIONS = {"0.001": 0.05, "0.01": 0.10}
@@ -165,8 +148,7 @@ def main() -> int:
         print("reusing the demo app and warehouse of a previous run (BENCH_KEEP=1)")
     else:
         for name in ("benchdbt_app", "benchdbt_wh"):
-            execute(admin, f"drop database if exists {name} with (force)")
-            execute(admin, f"create database {name}")
+            recreate_database(admin, name)
 
         import demo_app
 
@@ -180,7 +162,9 @@ def main() -> int:
         ensure_ops_tables(conn)  # the pipeline-health models read them
         conn.close()
     with tempfile.TemporaryDirectory() as profiles_dir:
-        (Path(profiles_dir) / "profiles.yml").write_text(PROFILE.format(port=server.port))
+        write_profile(
+            profiles_dir, port=server.port, dbname="benchdbt_wh", logins={"bench": "postgres"}
+        )
         if args.in_process:
             warm_up(profiles_dir)
         build(profiles_dir, "--full-refresh")
@@ -210,7 +194,7 @@ def main() -> int:
             )
     if os.environ.get("BENCH_KEEP") != "1":
         for name in ("benchdbt_app", "benchdbt_wh"):
-            execute(admin, f"drop database if exists {name} with (force)")
+            drop_database(admin, name)
     return 0
 
 

@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 
-from bench import execute
+from bench import drop_database, execute, recreate_database
 
 LOADER = """
 import json, sys, time
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     auth = f"{args.mysql_user}:{args.mysql_password}" if args.mysql_password else args.mysql_user
     source_dsn = f"mysql://{auth}@{args.mysql_host}:{args.mysql_port}/{database}"
     mysql(args, None, f"create database {database}")
-    execute(args.warehouse, f"create database {warehouse_db}")
+    recreate_database(args.warehouse, warehouse_db)
     try:
         started = time.perf_counter()
         mysql(args, database, CREATE, FILL.format(rows=args.rows))
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ratio >= 0.8 else 1
     finally:
         mysql(args, None, f"drop database if exists {database}")
-        execute(args.warehouse, f"drop database if exists {warehouse_db} with (force)")
+        drop_database(args.warehouse, warehouse_db)
 
 
 if __name__ == "__main__":
