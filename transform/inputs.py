@@ -108,13 +108,6 @@ def read_inputs(
     return BuildInputs(fingerprint=fingerprint, target_name=target_name, raw_tables=marks)
 
 
-def input_digest(
-    conn: psycopg2.extensions.connection, *, fingerprint: str, target_name: str
-) -> str:
-    """The digest of the project's code and the newest ``_loaded_at`` of every raw table."""
-    return read_inputs(conn, fingerprint=fingerprint, target_name=target_name).digest
-
-
 def last_published_inputs(conn: psycopg2.extensions.connection) -> PublishedInputs | None:
     """What the last green, published build read (None if there is no record)."""
     with conn.cursor() as cur:
@@ -140,12 +133,6 @@ def last_published_inputs(conn: psycopg2.extensions.connection) -> PublishedInpu
     if isinstance(raw_tables, str):
         raw_tables = json.loads(raw_tables)
     return PublishedInputs(digest=digest, code=code, raw_tables=raw_tables)
-
-
-def last_published_digest(conn: psycopg2.extensions.connection) -> str | None:
-    """The digest kept with the last green, published build (None if there is none)."""
-    published = last_published_inputs(conn)
-    return published.digest if published else None
 
 
 def changed_tables(inputs: BuildInputs, published: PublishedInputs | None) -> list[str] | None:
