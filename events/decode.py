@@ -105,29 +105,35 @@ def event_id_of(
         found = message_id or _usable_id(value.get("event_id"))
     if found is not None and len(found) > MAX_ID_CHARS:
         return None, f"event id is longer than {MAX_ID_CHARS} characters"
+    if found is not None and "\x00" in found:
+        return None, "event id holds a NUL byte (\\x00), which a text column cannot store"
     return found, None
+
+
+def _storable(message_id: str | None) -> str | None:
+    """The broker's message id as a dead letter can keep it (a NUL byte written out)."""
+    return None if message_id is None else message_id.replace("\x00", "\\x00")
+
+
+def _poison(message: Message, reason: str) -> Poison:
+    return Poison(reason, message.body, message.position, _storable(message.message_id))
 
 
 def decode_message(message: Message, *, id_field: str | None, stream: str) -> Event | Poison:
     """A broker message → event (id from the declared field, the message id, the
     payload's ``event_id``, else the stream position) or poison."""
     if len(message.body) > MAX_EVENT_BYTES:
-        return Poison(
-            f"event is larger than {MAX_EVENT_BYTES} bytes",
-            message.body,
-            message.position,
-            message.message_id,
-        )
+        return _poison(message, f"event is larger than {MAX_EVENT_BYTES} bytes")
     try:
         text = message.body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Poison(f"not UTF-8: {exc}", message.body, message.position, message.message_id)
+        return _poison(message, f"not UTF-8: {exc}")
     value, reason = check_payload(text)
     if value is None:
-        return Poison(reason or "unreadable", message.body, message.position, message.message_id)
+        return _poison(message, reason or "unreadable")
     event_id, reason = event_id_of(value, message_id=message.message_id, id_field=id_field)
     if reason is not None:
-        return Poison(reason, message.body, message.position, message.message_id)
+        return _poison(message, reason)
     if event_id is None:
         # No id anywhere: the stream position is unique within the stream, so a
         # redelivery still lands once (a producer's retry, though, is a new event).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from events.decode import Message, decode_message
+from events.decode import Event, Message, Poison, decode_message
 from events.warehouse import StreamRef, ensure_stream_tables, read_position, write_batch
 from tests.loaders.conftest import execute
 
@@ -74,3 +74,32 @@ def test_a_replayed_batch_and_a_repeated_id_are_not_stored_twice(
     assert row == [(3, 3, 1)]
     # A batch older than the stored position never moves it back.
     assert write_batch(conn, REF, batch(b'{"event_id": "z"}'), position=0).position == 3
+
+
+def test_a_message_id_with_a_nul_byte_is_a_dead_letter_and_the_stream_moves_on(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str
+) -> None:
+    # An AMQP message id may hold \x00; a text column cannot. Such a message must not
+    # fail the batch (the stream would stall on it) nor its own dead letter.
+    decoded = [
+        decode_message(Message(0, b'{"x": 1}', "ok-1"), id_field=None, stream=REF.stream),
+        decode_message(Message(1, b'{"x": 2}', "bad\x00id"), id_field=None, stream=REF.stream),
+        decode_message(Message(2, b'{"x": 3}', "ok-3"), id_field=None, stream=REF.stream),
+    ]
+    events = [item for item in decoded if isinstance(item, Event)]
+    poison = [item for item in decoded if isinstance(item, Poison)]
+
+    written = write_batch(conn, REF, events, poison, position=2)
+
+    assert (written.stored, written.dead_letters, written.position) == (2, 1, 2)
+    assert execute(warehouse_dsn, "select event_id from raw_shop.orders_placed order by 1") == [
+        ("ok-1",),
+        ("ok-3",),
+    ]
+    ((position, message_id, error, raw),) = execute(
+        warehouse_dsn, "select position, message_id, error, raw from raw_shop._dead_letters"
+    )
+    assert position == 1
+    assert "\x00" not in message_id and "bad" in message_id
+    assert "NUL" in error
+    assert bytes(raw) == b'{"x": 2}'
