@@ -3,7 +3,8 @@
 In one run, on a table of N rows in a scratch MariaDB database and a scratch
 PostgreSQL warehouse database:
   (a) the limit: ``mysql --batch --quick -e "select …" | psql -c "COPY … FROM STDIN"``;
-  (b) our first load of the table (a loader subprocess; its peak memory too);
+  (b) our first load of the table (a loader subprocess; its peak memory too), into
+      an empty warehouse, interleaved with (a) in ``--rounds`` rounds, best of each;
   (c) incremental loads after no change and after 1% of rows change;
 then prints the ratio of (a) to (b) (target: at least 0.8) and the timings. Both
 scratch databases are dropped afterwards.
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a PostgreSQL server (libpq DSN) where a scratch database may be created",
     )
     parser.add_argument("--driver", choices=("mysqlclient", "pymysql"), help="force a driver")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved first loads, best of")
     args = parser.parse_args(argv)
 
     tag = uuid.uuid4().hex[:8]
@@ -182,17 +184,25 @@ def main(argv: list[str] | None = None) -> int:
     auth = f"{args.mysql_user}:{args.mysql_password}" if args.mysql_password else args.mysql_user
     source_dsn = f"mysql://{auth}@{args.mysql_host}:{args.mysql_port}/{database}"
     mysql(args, None, f"create database {database}")
-    recreate_database(args.warehouse, warehouse_db)
     try:
         started = time.perf_counter()
         mysql(args, database, CREATE, FILL.format(rows=args.rows))
         print(f"made {args.rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
-        pipe_s = limit(args, database, warehouse)
-        first = load(database, source_dsn, warehouse, args.driver)
-        if first["inserted"] != args.rows:
-            raise SystemExit(f"the first load inserted {first['inserted']}, not {args.rows}")
+        pipes, firsts = [], []
+        for _ in range(max(1, args.rounds)):
+            recreate_database(args.warehouse, warehouse_db)
+            pipes.append(limit(args, database, warehouse))
+            first = load(database, source_dsn, warehouse, args.driver)
+            if first["inserted"] != args.rows:
+                raise SystemExit(f"the first load inserted {first['inserted']}, not {args.rows}")
+            firsts.append(first)
+        pipe_s = min(pipes)
+        first = min(firsts, key=lambda result: result["seconds"])
+        # Each wait: past the late-commit margin of the last load's look (rows written
+        # within the second before a look are read again by the next load).
+        time.sleep(1.5)
         unchanged = load(database, source_dsn, warehouse, args.driver)
-        time.sleep(1.5)  # past the late-commit margin of the last load's look
+        time.sleep(1.5)
         mysql(args, database, "update events set amount = amount + 1 where id % 100 = 0")
         changed = load(database, source_dsn, warehouse, args.driver)
         ratio = pipe_s / first["seconds"]
@@ -206,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                     "first_load_rows_per_s": round(args.rows / first["seconds"]),
                     # the read and COPY alone (the rest: indexes, analyze, commit)
                     "first_load_read_and_copy_s": round(first["source_held_s"], 2),
+                    "rounds_limit_s": [round(seconds, 2) for seconds in pipes],
+                    "rounds_first_load_s": [round(result["seconds"], 2) for result in firsts],
                     "ratio_limit_over_first_load": round(ratio, 2),
                     "target_ratio": 0.8,
                     "loader_peak_rss_mb": round(first["peak_rss_mb"], 1),
