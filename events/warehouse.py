@@ -25,14 +25,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from events.decode import Event, Poison
+from events.decode import Event, EventColumns, Poison
 from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load
 from tidewater.runs import OPS_SCHEMA
 
@@ -81,12 +80,20 @@ DEAD_LETTER_TABLE = """
 READ_POSITION = sql.SQL(
     "select position from {} where source_name = %s and stream = %s for update"
 ).format(sql.Identifier(OPS_SCHEMA, STREAMS))
+# Each column is bound as ONE value: ids as a text[] literal, payloads as one JSON
+# array (their own text joined, nothing to escape), epoch seconds and positions as
+# number[] literals. psycopg2 adapts a Python list element by element into an
+# array[...] expression the server parses as 1,000 constants: both sides cost more.
 INSERT_EVENTS = """
     insert into {} (event_id, payload, received_at, _stream_position)
-    select batch.event_id, batch.payload::jsonb, coalesce(batch.received_at, now()),
-        batch.position
-    from unnest(%s::text [], %s::text [], %s::timestamptz [], %s::bigint [])
-        as batch (event_id, payload, received_at, position)
+    select batch.event_id, batch.payload,
+        coalesce(to_timestamp(batch.received_at), now()), batch.position
+    from rows from (
+        unnest(%s::text []),
+        jsonb_array_elements(%s::jsonb),
+        unnest(%s::float8 []),
+        unnest(%s::bigint [])
+    ) as batch (event_id, payload, received_at, position)
     on conflict (event_id) do nothing
 """
 INSERT_DEAD_LETTERS = """
@@ -103,7 +110,7 @@ UPSERT_STREAM = sql.SQL(
         last_event_at, updated_at)
     values (%(source)s, %(stream)s, %(kind)s, %(raw_table)s, %(position)s, %(tail)s,
         %(lag_messages)s, %(lag_seconds)s, %(stored)s, %(duplicates)s, %(dead)s,
-        %(rate)s, %(last_event_at)s, now())
+        %(rate)s, to_timestamp(%(last_event_at)s), now())
     on conflict (source_name, stream) do update set
         position = coalesce(excluded.position, streams.position),
         tail = coalesce(excluded.tail, streams.tail),
@@ -202,16 +209,27 @@ def read_position(conn: psycopg2.extensions.connection, ref: StreamRef) -> int |
     return None if row is None else row[0]
 
 
-def _insert_events(cur: psycopg2.extensions.cursor, ref: StreamRef, events: list[Event]) -> int:
+def _text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL text[] literal: every element quoted, ``\\`` and ``"`` escaped."""
+    quoted = ['"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values]
+    return "{" + ",".join(quoted) + "}"
+
+
+def _number_array(values: Sequence[float | int | None]) -> str:
+    """A PostgreSQL bigint[] / float8[] literal (None: NULL)."""
+    return "{" + ",".join(["NULL" if value is None else repr(value) for value in values]) + "}"
+
+
+def _insert_events(cur: psycopg2.extensions.cursor, ref: StreamRef, events: EventColumns) -> int:
     if not events:
         return 0
     cur.execute(
         sql.SQL(INSERT_EVENTS).format(ref.identifier),
         (
-            [event.event_id for event in events],
-            [event.payload for event in events],
-            [event.received_at for event in events],
-            [event.position for event in events],
+            _text_array(events.event_ids),
+            "[" + ",".join(events.payloads) + "]",
+            _number_array(events.received_at),
+            _number_array(events.positions),
         ),
     )
     return cur.rowcount
@@ -234,14 +252,15 @@ def _insert_dead(cur: psycopg2.extensions.cursor, ref: StreamRef, poison: list[P
 
 
 def _one_by_one(
-    cur: psycopg2.extensions.cursor, ref: StreamRef, events: list[Event]
+    cur: psycopg2.extensions.cursor, ref: StreamRef, events: EventColumns
 ) -> tuple[int, list[Poison]]:
     """Insert each event under a savepoint; what the database refuses is poison."""
     stored, poison = 0, []
-    for event in events:
+    for index in range(len(events)):
+        event = events.event(index)
         cur.execute("savepoint tidewater_event")
         try:
-            stored += _insert_events(cur, ref, [event])
+            stored += _insert_events(cur, ref, EventColumns.of([event]))
         except psycopg2.DataError as exc:
             cur.execute("rollback to savepoint tidewater_event")
             reason = " ".join(str(exc).split())
@@ -258,7 +277,7 @@ def _one_by_one(
 def write_batch(
     conn: psycopg2.extensions.connection,
     ref: StreamRef,
-    events: Sequence[Event],
+    events: Sequence[Event] | EventColumns,
     poison: Sequence[Poison] = (),
     *,
     position: int | None,
@@ -269,8 +288,10 @@ def write_batch(
     Events at or before the stored position (a replay by a second consumer) are
     dropped; the rest are inserted unless their ``event_id`` is already stored. When
     the database refuses a value the batch is written again event by event, and the
-    refused ones become dead letters (nothing stalls).
+    refused ones become dead letters (nothing stalls). ``events`` may come as the
+    columns `events.decode.decode_batch` fills, which spares building them here.
     """
+    columns = events if isinstance(events, EventColumns) else EventColumns.of(events)
     for attempt in ("batch", "one by one"):
         try:
             with conn, conn.cursor() as cur:
@@ -281,8 +302,9 @@ def write_batch(
                     cur.execute(READ_POSITION, (ref.source, ref.stream))
                     row = cur.fetchone()
                     stored_position = None if row is None else row[0]
-                fresh, dead = _after(events, stored_position), _after(poison, stored_position)
-                replayed = len(events) + len(poison) - len(fresh) - len(dead)
+                fresh = columns.after(stored_position)
+                dead = _after(poison, stored_position)
+                replayed = len(columns) + len(poison) - len(fresh) - len(dead)
                 refused: list[Poison] = []
                 if attempt == "batch":
                     stored = _insert_events(cur, ref, fresh)
@@ -296,7 +318,7 @@ def write_batch(
                 lag_messages = None
                 if progress.tail is not None and end is not None:
                     lag_messages = max(progress.tail - end, 0)
-                last_event_at = _latest(fresh)
+                last_event_at = fresh.latest()
                 cur.execute(
                     UPSERT_STREAM,
                     {
@@ -324,12 +346,7 @@ def write_batch(
     raise AssertionError("unreachable")
 
 
-def _after(items: Sequence[Event] | Sequence[Poison], position: int | None) -> list:
+def _after(items: Sequence[Poison], position: int | None) -> list[Poison]:
     if position is None:
         return list(items)
     return [item for item in items if item.position is None or item.position > position]
-
-
-def _latest(events: Sequence[Event]) -> datetime | None:
-    times = [event.received_at for event in events if event.received_at is not None]
-    return max(times) if times else None

@@ -4,10 +4,13 @@ letter without losing the rest, and a replayed batch is not applied twice."""
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+
 import psycopg2
 import pytest
 
-from events.decode import Event, Message, Poison, decode_message
+from events.decode import Event, Message, Poison, decode_batch, decode_message
 from events.warehouse import StreamRef, ensure_stream_tables, read_position, write_batch
 from tests.loaders.conftest import execute
 
@@ -103,3 +106,37 @@ def test_a_message_id_with_a_nul_byte_is_a_dead_letter_and_the_stream_moves_on(
     assert "\x00" not in message_id and "bad" in message_id
     assert "NUL" in error
     assert bytes(raw) == b'{"x": 2}'
+
+
+def test_ids_and_payloads_are_stored_exactly_as_sent_with_their_publish_time(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str
+) -> None:
+    # Each column is bound as one array literal: quoting must not change a value.
+    awkward = [
+        "plain",
+        'a "quoted" id',
+        "back\\slash\\",
+        "{braces},commas",
+        "NULL",
+        " sp ace ",
+        "ü €",
+    ]
+    messages = [
+        Message(n, json.dumps({"event_id": event_id, "n": n}).encode(), None, 1764918000.25 + n)
+        for n, event_id in enumerate(awkward)
+    ]
+    events, poison = decode_batch(messages, id_field=None, stream=REF.stream)
+
+    written = write_batch(conn, REF, events, poison, position=len(awkward) - 1)
+
+    assert (written.stored, written.dead_letters) == (len(awkward), 0)
+    rows = execute(
+        warehouse_dsn,
+        "select event_id, payload, extract(epoch from received_at), _stream_position "
+        "from raw_shop.orders_placed order by _stream_position",
+    )
+    expected = [
+        (event_id, {"event_id": event_id, "n": n}, Decimal(str(1764918000.25 + n)), n)
+        for n, event_id in enumerate(awkward)
+    ]
+    assert rows == expected
