@@ -32,7 +32,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from events.decode import Event, EventColumns, Poison
-from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load
+from tidewater.lock import hold_ddl, hold_load
 from tidewater.runs import OPS_SCHEMA
 
 DEAD_LETTERS = "_dead_letters"
@@ -274,6 +274,16 @@ def _one_by_one(
     return stored, poison
 
 
+def _start(cur: psycopg2.extensions.cursor, ref: StreamRef, *, read_position: bool) -> int | None:
+    """Take the load locks and read (and lock) the stored position: one round trip."""
+    if not read_position:
+        hold_load(cur, ref.raw_table)
+        return None
+    hold_load(cur, ref.raw_table, then=READ_POSITION, params=(ref.source, ref.stream))
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
 def write_batch(
     conn: psycopg2.extensions.connection,
     ref: StreamRef,
@@ -295,13 +305,7 @@ def write_batch(
     for attempt in ("batch", "one by one"):
         try:
             with conn, conn.cursor() as cur:
-                hold_raw_shared(cur)
-                hold_table_load(cur, ref.raw_table)
-                stored_position = None
-                if position is not None:
-                    cur.execute(READ_POSITION, (ref.source, ref.stream))
-                    row = cur.fetchone()
-                    stored_position = None if row is None else row[0]
+                stored_position = _start(cur, ref, read_position=position is not None)
                 fresh = columns.after(stored_position)
                 dead = _after(poison, stored_position)
                 replayed = len(columns) + len(poison) - len(fresh) - len(dead)

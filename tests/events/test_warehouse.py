@@ -13,6 +13,7 @@ import pytest
 from events.decode import Event, Message, Poison, decode_batch, decode_message
 from events.warehouse import StreamRef, ensure_stream_tables, read_position, write_batch
 from tests.loaders.conftest import execute
+from tidewater.lock import LockTimeout
 
 REF = StreamRef("shop", "rabbitmq", "raw_shop", "orders_placed")
 
@@ -140,3 +141,43 @@ def test_ids_and_payloads_are_stored_exactly_as_sent_with_their_publish_time(
         for n, event_id in enumerate(awkward)
     ]
     assert rows == expected
+
+
+@pytest.mark.parametrize(
+    ("holding", "named"),
+    [
+        ("lock table ops.raw_lock in exclusive mode", "the raw lock (ops.raw_lock)"),
+        (
+            "update ops.table_locks set locked_by = 'a transform' where raw_table = %s",
+            f"the load lock of {REF.raw_table} (ops.table_locks)",
+        ),
+    ],
+)
+def test_a_batch_waits_a_bounded_time_for_each_lock_names_it_and_leaves_the_session_as_it_was(
+    conn: psycopg2.extensions.connection,
+    warehouse_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    holding: str,
+    named: str,
+) -> None:
+    write_batch(conn, REF, batch(b'{"event_id": "a"}'), position=0)  # the lock rows exist
+    monkeypatch.setenv("TIDEWATER_LOCK_TIMEOUT", "0.2")
+    with conn.cursor() as cur:
+        cur.execute("set lock_timeout = '7s'")
+    conn.commit()
+    holder = psycopg2.connect(warehouse_dsn, application_name="lock holder")
+    try:
+        with holder.cursor() as cur:
+            cur.execute(holding, (REF.raw_table,))
+        with pytest.raises(LockTimeout) as raised:
+            write_batch(conn, REF, batch(b'{"event_id": "b"}', first=1), position=1)
+    finally:
+        holder.close()
+
+    assert raised.value.lock == named
+    assert "(lock holder, pid " in str(raised.value)
+    assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    assert write_batch(conn, REF, batch(b'{"event_id": "b"}', first=1), position=1).stored == 1
+    with conn.cursor() as cur:
+        cur.execute("show lock_timeout")
+        assert cur.fetchone() == ("7s",)
