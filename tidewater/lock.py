@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -88,16 +88,16 @@ order by activity.xact_start nulls last, locks.pid
 # A load's row in ops.table_locks (the lock two loads of one raw table take in turn).
 TAKE_TABLE_LOAD = sql.SQL(
     "insert into {} as locks (raw_table, locked_at, locked_by) "
-    "values (%s, now(), current_user) on conflict (raw_table) do update "
+    "values (%(tidewater_raw_table)s, now(), current_user) on conflict (raw_table) do update "
     "set locked_at = excluded.locked_at, locked_by = excluded.locked_by"
 ).format(sql.Identifier(OPS_SCHEMA, TABLE_LOCKS))
 # Both locks of a load in one round trip: the session's lock_timeout is kept in a
 # transaction-local setting of our own while the locks are waited for, then restored.
 HOLD_LOAD = """
-savepoint tidewater_lock;
+{begin}savepoint tidewater_lock;
 select
     set_config('tidewater.lock_timeout', current_setting('lock_timeout'), true),
-    set_config('lock_timeout', %s, true);
+    set_config('lock_timeout', %(tidewater_lock_timeout)s, true);
 lock table {raw_lock} in share mode{nowait};
 {take_table_load};
 select set_config('lock_timeout', current_setting('tidewater.lock_timeout'), true);
@@ -351,8 +351,13 @@ def hold_table_load(cur: psycopg2.extensions.cursor, raw_table: str) -> None:
     previous = cur.fetchone()[0]
     try:
         cur.execute(
-            sql.SQL("select set_config('lock_timeout', %s, true); {}").format(TAKE_TABLE_LOAD),
-            (f"{int(lock_timeout_s() * 1000)}ms", raw_table),
+            sql.SQL(
+                "select set_config('lock_timeout', %(tidewater_lock_timeout)s, true); {}"
+            ).format(TAKE_TABLE_LOAD),
+            {
+                "tidewater_lock_timeout": f"{int(lock_timeout_s() * 1000)}ms",
+                "tidewater_raw_table": raw_table,
+            },
         )
     except psycopg2.errors.LockNotAvailable:
         cur.execute("rollback to savepoint tidewater_lock")
@@ -380,13 +385,18 @@ def hold_load(
     raw_table: str,
     *,
     then: sql.Composable | None = None,
-    params: Sequence[Any] = (),
+    params: Mapping[str, Any] | None = None,
+    begin: bool = False,
 ) -> None:
     """`hold_raw_shared` and `hold_table_load` in ONE round trip (a batch of events
     takes them every few milliseconds), followed in the same round trip by ``then``
-    (with ``params``), whose rows the cursor then holds. Waits as those do and raises
-    the same `LockTimeout`; the previous ``lock_timeout`` is restored in the server."""
+    (named ``params``), whose rows the cursor then holds; ``begin``: open the
+    transaction in that round trip too (on a connection in autocommit mode). Waits
+    as those do and raises the same `LockTimeout` (the transaction left open, rolled
+    back to before the locks); the previous ``lock_timeout`` is restored."""
     if is_redshift(cur.connection):
+        if begin:
+            cur.execute("begin")
         hold_raw_shared(cur)
         hold_table_load(cur, raw_table)
         if then is not None:
@@ -396,13 +406,19 @@ def hold_load(
     timeout_s = lock_timeout_s()
     started = time.monotonic()
     statement = sql.SQL(HOLD_LOAD).format(
+        begin=sql.SQL("begin;\n" if begin else ""),
         raw_lock=sql.Identifier(OPS_SCHEMA, RAW_LOCK),
         nowait=sql.SQL("" if timeout_s > 0 else " nowait"),
         take_table_load=TAKE_TABLE_LOAD,
         then=then if then is not None else sql.SQL(""),
     )
+    values = {
+        **(params or {}),
+        "tidewater_lock_timeout": f"{int(timeout_s * 1000)}ms",
+        "tidewater_raw_table": raw_table,
+    }
     try:
-        cur.execute(statement, (f"{int(timeout_s * 1000)}ms", raw_table, *params))
+        cur.execute(statement, values)
     except psycopg2.errors.LockNotAvailable as exc:
         cur.execute("rollback to savepoint tidewater_lock")
         if TABLE_LOCKS in (exc.diag.context or ""):

@@ -11,7 +11,13 @@ import psycopg2
 import pytest
 
 from events.decode import Event, Message, Poison, decode_batch, decode_message
-from events.warehouse import StreamRef, ensure_stream_tables, read_position, write_batch
+from events.warehouse import (
+    Progress,
+    StreamRef,
+    ensure_stream_tables,
+    read_position,
+    write_batch,
+)
 from tests.loaders.conftest import execute
 from tidewater.lock import LockTimeout
 
@@ -55,6 +61,9 @@ def test_a_value_the_warehouse_refuses_is_a_dead_letter_and_the_rest_is_stored(
     assert position == 1
     assert "refused by the warehouse" in error
     assert read_position(conn, REF) == 2
+    # the refused batch's transaction is gone and the session is as it was
+    assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    assert conn.autocommit is False
 
 
 def test_a_replayed_batch_and_a_repeated_id_are_not_stored_twice(
@@ -181,3 +190,24 @@ def test_a_batch_waits_a_bounded_time_for_each_lock_names_it_and_leaves_the_sess
     with conn.cursor() as cur:
         cur.execute("show lock_timeout")
         assert cur.fetchone() == ("7s",)
+
+
+def test_a_batch_without_events_keeps_the_position_and_a_batch_joins_an_open_transaction(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str
+) -> None:
+    write_batch(conn, REF, batch(b'{"event_id": "a"}', b'{"event_id": "b"}'), position=1)
+    # what the consumer writes when idle: no events, the tail, no position
+    idle = write_batch(conn, REF, [], position=None, progress=Progress(tail=5, lag_seconds=0.0))
+    assert (idle.stored, idle.position) == (0, None)
+    with conn.cursor() as cur:
+        cur.execute("create table kept_with_the_batch (n int)")  # a transaction is open
+    write_batch(conn, REF, batch(b'{"event_id": "c"}', first=2), position=2)
+
+    assert execute(warehouse_dsn, "select count(*) from kept_with_the_batch") == [(0,)]
+    row = execute(
+        warehouse_dsn,
+        "select position, tail, lag_messages, events_stored from ops.event_streams "
+        "where stream = %s",
+        (REF.stream,),
+    )
+    assert row == [(2, 5, None, 3)]  # no batch knew both the tail and its end
