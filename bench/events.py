@@ -38,7 +38,7 @@ import requests
 from bench import with_dbname
 from events.collector import run_collector
 from events.consumer import drain_stream, prepare, stream_refs
-from events.decode import Message, decode_message
+from events.decode import Message, decode_batch
 from events.engine import READ_AHEAD
 from events.publish import close_publishers, publish
 from events.warehouse import StreamRef, ensure_stream_tables, write_batch
@@ -207,11 +207,9 @@ def warehouse_only(warehouse: str, count: int) -> float:
     messages = [Message(number, body(number), f"e{number}") for number in range(count)]
     started = time.perf_counter()
     for first in range(0, count, 1000):
-        batch = [
-            decode_message(message, id_field=None, stream=ref.stream)
-            for message in messages[first : first + 1000]
-        ]
-        write_batch(conn, ref, batch, position=batch[-1].position)  # type: ignore[union-attr]
+        chunk = messages[first : first + 1000]
+        events, poison = decode_batch(chunk, id_field=None, stream=ref.stream)
+        write_batch(conn, ref, events, poison, position=chunk[-1].position)
     rate = count / (time.perf_counter() - started)
     conn.close()
     return rate

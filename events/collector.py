@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
@@ -138,7 +137,7 @@ def _reject(index: int, event: Any, reason: str) -> dict[str, Any]:
 
 
 def validate(
-    items: list[Any], streams: dict[str, StreamRef], received_at: datetime
+    items: list[Any], streams: dict[str, StreamRef], received_at: float
 ) -> tuple[dict[str, list[Event]], list[dict[str, Any]]]:
     """Split posted items into valid events by stream and rejections with reasons."""
     by_stream: dict[str, list[Event]] = {}
@@ -177,7 +176,7 @@ def build_app(
     writers: dict[str, StreamWriter] = {}
 
     async def post_events(request: web.Request) -> web.Response:
-        received_at = datetime.now(UTC)
+        received_at = time.time()
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg2
 import psycopg2.extensions
 
-from events.decode import Event, Message, Poison, decode_message
+from events.decode import EventColumns, Message, Poison, decode_batch
 from events.engine import READ_AHEAD, StreamReader, open_reader
 from events.exceptions import (
     BrokerUnreachable,
@@ -96,7 +96,7 @@ class RateMeter:
         return sum(n for _, n in self.samples) / span
 
 
-Decoded = tuple[list[Event], list[Poison]]
+Decoded = tuple[EventColumns, list[Poison]]
 
 
 class StreamConsumer:
@@ -134,12 +134,7 @@ class StreamConsumer:
         )
 
     def decode(self, messages: list[Message]) -> Decoded:
-        events: list[Event] = []
-        poison: list[Poison] = []
-        for message in messages:
-            decoded = decode_message(message, id_field=self.ref.id_field, stream=self.ref.stream)
-            (events if isinstance(decoded, Event) else poison).append(decoded)
-        return events, poison
+        return decode_batch(messages, id_field=self.ref.id_field, stream=self.ref.stream)
 
     def begin(self) -> int | None:
         position = read_position(self.conn, self.ref)
@@ -188,7 +183,7 @@ class StreamConsumer:
         if tail > end:
             newest = messages[-1].published_at
             lag_seconds = (
-                max(time.time() - newest.timestamp(), 0.0)
+                max(time.time() - newest, 0.0)
                 if newest is not None
                 else time.time() - self.caught_up_at
             )

@@ -9,8 +9,8 @@ stream.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -23,22 +23,77 @@ MAX_ID_CHARS = 200
 
 @dataclass(frozen=True)
 class Message:
-    """One message as a broker delivered it."""
+    """One message as a broker delivered it (``published_at``: epoch seconds, which
+    cost nothing per message; the warehouse turns them into timestamps)."""
 
     position: int
     body: bytes
     message_id: str | None = None
-    published_at: datetime | None = None
+    published_at: float | None = None
 
 
 @dataclass(frozen=True)
 class Event:
-    """An event ready for the warehouse: its id and its payload as JSON text."""
+    """An event ready for the warehouse: its id and its payload as JSON text
+    (``received_at``: epoch seconds)."""
 
     event_id: str
     payload: str
-    received_at: datetime | None = None
+    received_at: float | None = None
     position: int | None = None
+
+
+@dataclass
+class EventColumns:
+    """A batch of events as the columns the warehouse's insert binds, filled while
+    decoding (one append per column instead of an object per event)."""
+
+    event_ids: list[str] = field(default_factory=list)
+    payloads: list[str] = field(default_factory=list)
+    received_at: list[float | None] = field(default_factory=list)
+    positions: list[int | None] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, events: Iterable[Event]) -> EventColumns:
+        columns = cls()
+        for event in events:
+            columns.append(event.event_id, event.payload, event.received_at, event.position)
+        return columns
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def append(
+        self, event_id: str, payload: str, received_at: float | None, position: int | None
+    ) -> None:
+        self.event_ids.append(event_id)
+        self.payloads.append(payload)
+        self.received_at.append(received_at)
+        self.positions.append(position)
+
+    def event(self, index: int) -> Event:
+        return Event(
+            self.event_ids[index],
+            self.payloads[index],
+            self.received_at[index],
+            self.positions[index],
+        )
+
+    def after(self, position: int | None) -> EventColumns:
+        """The events after ``position`` (and those without one): what a replay adds."""
+        if position is None or all(at is None or at > position for at in self.positions):
+            return self
+        keep = [n for n, at in enumerate(self.positions) if at is None or at > position]
+        return EventColumns(
+            [self.event_ids[n] for n in keep],
+            [self.payloads[n] for n in keep],
+            [self.received_at[n] for n in keep],
+            [self.positions[n] for n in keep],
+        )
+
+    def latest(self) -> float | None:
+        """The newest ``received_at`` (None: none known)."""
+        return max((at for at in self.received_at if at is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -119,9 +174,10 @@ def _poison(message: Message, reason: str) -> Poison:
     return Poison(reason, message.body, message.position, _storable(message.message_id))
 
 
-def decode_message(message: Message, *, id_field: str | None, stream: str) -> Event | Poison:
-    """A broker message → event (id from the declared field, the message id, the
-    payload's ``event_id``, else the stream position) or poison."""
+def _decode(message: Message, *, id_field: str | None, stream: str) -> tuple[str, str] | Poison:
+    """A broker message → its event id and payload text (the id from the declared
+    field, the message id, the payload's ``event_id``, else the stream position), or
+    poison."""
     if len(message.body) > MAX_EVENT_BYTES:
         return _poison(message, f"event is larger than {MAX_EVENT_BYTES} bytes")
     try:
@@ -138,4 +194,26 @@ def decode_message(message: Message, *, id_field: str | None, stream: str) -> Ev
         # No id anywhere: the stream position is unique within the stream, so a
         # redelivery still lands once (a producer's retry, though, is a new event).
         event_id = f"{stream}@{message.position}"
-    return Event(event_id, text, message.published_at, message.position)
+    return event_id, text
+
+
+def decode_message(message: Message, *, id_field: str | None, stream: str) -> Event | Poison:
+    """A broker message → event or poison (see `_decode`)."""
+    decoded = _decode(message, id_field=id_field, stream=stream)
+    if isinstance(decoded, Poison):
+        return decoded
+    return Event(decoded[0], decoded[1], message.published_at, message.position)
+
+
+def decode_batch(
+    messages: Iterable[Message], *, id_field: str | None, stream: str
+) -> tuple[EventColumns, list[Poison]]:
+    """Broker messages → the columns of their events, and the poison among them."""
+    columns, poison = EventColumns(), []
+    for message in messages:
+        decoded = _decode(message, id_field=id_field, stream=stream)
+        if isinstance(decoded, Poison):
+            poison.append(decoded)
+        else:
+            columns.append(decoded[0], decoded[1], message.published_at, message.position)
+    return columns, poison

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,16 +73,16 @@ async def _stream_info(js: Any, stream: str) -> api.StreamInfo:
         ) from None
 
 
-def _sequence_and_time(msg: Any) -> tuple[int, datetime]:
-    """The stream sequence and publish time from the ack subject
+def _sequence_and_time(msg: Any) -> tuple[int, float]:
+    """The stream sequence and publish time (epoch seconds) from the ack subject
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>``
     (nats-py's ``msg.metadata`` parses the same at four times the cost; it still
     reads the longer form with a domain and an account hash)."""
     tokens = msg.reply.split(".")
     if len(tokens) == 9:
-        return int(tokens[5]), datetime.fromtimestamp(int(tokens[7]) / 1e9, UTC)
+        return int(tokens[5]), int(tokens[7]) / 1e9
     metadata = msg.metadata
-    return metadata.sequence.stream, metadata.timestamp
+    return metadata.sequence.stream, metadata.timestamp.timestamp()
 
 
 class JetStreamReader:

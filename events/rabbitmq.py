@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,10 +66,9 @@ def declare_stream(channel: BlockingChannel, stream: str) -> None:
     channel.queue_declare(stream, durable=True, arguments={"x-queue-type": "stream"})
 
 
-def _published_at(properties: pika.BasicProperties) -> datetime | None:
-    if properties.timestamp:
-        return datetime.fromtimestamp(properties.timestamp, UTC)
-    return None
+def _published_at(properties: pika.BasicProperties) -> float | None:
+    """The AMQP timestamp property (epoch seconds), if the producer set one."""
+    return float(properties.timestamp) if properties.timestamp else None
 
 
 class RabbitStreamReader:

@@ -36,7 +36,8 @@ FETCH_SLICE_S = 0.1
 # While a read-ahead thread runs, the interpreter hands the GIL over every 0.5 ms
 # instead of every 5: the reading thread is busy in Python (the broker client,
 # parsing), and the writing thread needs the GIL back after each warehouse round
-# trip (about ten per batch), so at 5 ms a batch waited up to ~50 ms for it.
+# trip (about ten per batch when this was measured; two since `write_batch` sends a
+# batch at once), so at 5 ms a batch waited up to ~50 ms for it.
 SWITCH_INTERVAL_S = 0.0005
 _switch_lock = threading.Lock()
 _switch_users = 0

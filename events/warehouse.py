@@ -5,7 +5,10 @@ ends at, under the locks a table load takes (`hold_raw_shared`, `hold_table_load
 a crash anywhere leaves both as they were and dbt never reads a batch in flight.
 Duplicates are dropped by the primary key on ``event_id``
 (``insert … on conflict do nothing``), so a redelivery or a producer's retry lands
-once. Tables are created idempotently, one creator at a time (`hold_ddl`).
+once. Tables are created idempotently, one creator at a time (`hold_ddl`). A batch
+goes to the server in two round trips (begin, the locks and the stored position; then
+one statement, `WRITE_AND_COMMIT`, and the commit); a batch the server refuses is
+written again statement by statement.
 
 Tables:
 
@@ -23,17 +26,17 @@ Tables:
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from events.decode import Event, Poison
-from tidewater.lock import hold_ddl, hold_raw_shared, hold_table_load
+from events.decode import Event, EventColumns, Poison
+from tidewater.lock import hold_ddl, hold_load
 from tidewater.runs import OPS_SCHEMA
 
 DEAD_LETTERS = "_dead_letters"
@@ -79,14 +82,22 @@ DEAD_LETTER_TABLE = """
     )
 """
 READ_POSITION = sql.SQL(
-    "select position from {} where source_name = %s and stream = %s for update"
+    "select position from {} where source_name = %(source)s and stream = %(stream)s for update"
 ).format(sql.Identifier(OPS_SCHEMA, STREAMS))
+# Each column is bound as ONE value: ids as a text[] literal, payloads as one JSON
+# array (their own text joined, nothing to escape), epoch seconds and positions as
+# number[] literals. psycopg2 adapts a Python list element by element into an
+# array[...] expression the server parses as 1,000 constants: both sides cost more.
 INSERT_EVENTS = """
-    insert into {} (event_id, payload, received_at, _stream_position)
-    select batch.event_id, batch.payload::jsonb, coalesce(batch.received_at, now()),
-        batch.position
-    from unnest(%s::text [], %s::text [], %s::timestamptz [], %s::bigint [])
-        as batch (event_id, payload, received_at, position)
+    insert into {raw} (event_id, payload, received_at, _stream_position)
+    select batch.event_id, batch.payload,
+        coalesce(to_timestamp(batch.received_at), now()), batch.position
+    from rows from (
+        unnest(%(event_ids)s::text []),
+        jsonb_array_elements(%(payloads)s::jsonb),
+        unnest(%(received_at)s::float8 []),
+        unnest(%(positions)s::bigint [])
+    ) as batch (event_id, payload, received_at, position)
     on conflict (event_id) do nothing
 """
 INSERT_DEAD_LETTERS = """
@@ -96,14 +107,12 @@ INSERT_DEAD_LETTERS = """
         as dead (position, message_id, error, raw)
     on conflict (stream, position) do nothing
 """
-UPSERT_STREAM = sql.SQL(
-    """
-    insert into {table} as streams (source_name, stream, kind, raw_table, position, tail,
+STREAM_COLUMNS = """
+    insert into {streams} as streams (source_name, stream, kind, raw_table, position, tail,
         lag_messages, lag_seconds, events_stored, duplicates, dead_letters, events_per_s,
         last_event_at, updated_at)
-    values (%(source)s, %(stream)s, %(kind)s, %(raw_table)s, %(position)s, %(tail)s,
-        %(lag_messages)s, %(lag_seconds)s, %(stored)s, %(duplicates)s, %(dead)s,
-        %(rate)s, %(last_event_at)s, now())
+"""
+STREAM_TOTALS = """
     on conflict (source_name, stream) do update set
         position = coalesce(excluded.position, streams.position),
         tail = coalesce(excluded.tail, streams.tail),
@@ -115,8 +124,65 @@ UPSERT_STREAM = sql.SQL(
         events_per_s = coalesce(excluded.events_per_s, streams.events_per_s),
         last_event_at = coalesce(excluded.last_event_at, streams.last_event_at),
         updated_at = now()
-    """
-).format(table=sql.Identifier(OPS_SCHEMA, STREAMS))
+"""
+UPSERT_STREAM = sql.SQL(
+    STREAM_COLUMNS
+    + """
+    values (%(source)s, %(stream)s, %(kind)s, %(raw_table)s, %(position)s, %(tail)s,
+        %(lag_messages)s, %(lag_seconds)s, %(stored)s, %(duplicates)s, %(dead)s,
+        %(rate)s, to_timestamp(%(last_event_at)s), now())
+"""
+    + STREAM_TOTALS
+).format(streams=sql.Identifier(OPS_SCHEMA, STREAMS))
+# The rest of a batch once the locks are held and the replayed part dropped: the
+# events, the dead letters and the stream's row (with the counts the inserts return)
+# in one statement, then the commit. The counts are kept in a session setting, which
+# outlives the commit that follows in the same round trip (the round trip's answer).
+WRITE_AND_COMMIT = (
+    "with inserted as ("
+    + INSERT_EVENTS
+    + """    returning 1
+),
+
+dead_inserted as (
+    insert into {dead} (stream, position, message_id, error, raw)
+    select %(stream)s, dead.position, dead.message_id, dead.error, dead.raw
+    from unnest(
+        %(dead_positions)s::bigint [],
+        %(dead_ids)s::text [],
+        %(dead_errors)s::text [],
+        %(dead_raw)s::bytea []
+    ) as dead (position, message_id, error, raw)
+    on conflict (stream, position) do nothing
+    returning 1
+),
+
+written as (
+    select
+        (select count(*) from inserted) as stored,
+        (select count(*) from dead_inserted) as dead_letters
+),
+
+stream_row as ("""
+    + STREAM_COLUMNS
+    + """
+    select %(source)s, %(stream)s, %(kind)s, %(raw_table)s, %(position)s, %(tail)s,
+        %(lag_messages)s, %(lag_seconds)s, written.stored, %(fresh)s - written.stored,
+        written.dead_letters, %(rate)s, to_timestamp(%(last_event_at)s), now()
+    from written
+"""
+    + STREAM_TOTALS
+    + """
+)
+
+select set_config(
+    'tidewater.batch_written', json_build_array(written.stored, written.dead_letters)::text, false
+)
+from written;
+commit;
+select current_setting('tidewater.batch_written');
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -202,17 +268,33 @@ def read_position(conn: psycopg2.extensions.connection, ref: StreamRef) -> int |
     return None if row is None else row[0]
 
 
-def _insert_events(cur: psycopg2.extensions.cursor, ref: StreamRef, events: list[Event]) -> int:
+def _text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL text[] literal: every element quoted, ``\\`` and ``"`` escaped."""
+    quoted = ['"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values]
+    return "{" + ",".join(quoted) + "}"
+
+
+def _number_array(values: Sequence[float | int | None]) -> str:
+    """A PostgreSQL bigint[] / float8[] literal (None: NULL)."""
+    return "{" + ",".join(["NULL" if value is None else repr(value) for value in values]) + "}"
+
+
+def _event_columns(events: EventColumns) -> dict[str, str]:
+    """The insert's four parameters, one value per column."""
+    return {
+        "event_ids": _text_array(events.event_ids),
+        "payloads": "[" + ",".join(events.payloads) + "]",
+        "received_at": _number_array(events.received_at),
+        "positions": _number_array(events.positions),
+    }
+
+
+def _insert_events(cur: psycopg2.extensions.cursor, ref: StreamRef, events: EventColumns) -> int:
     if not events:
         return 0
     cur.execute(
-        sql.SQL(INSERT_EVENTS).format(ref.identifier),
-        (
-            [event.event_id for event in events],
-            [event.payload for event in events],
-            [event.received_at for event in events],
-            [event.position for event in events],
-        ),
+        sql.SQL(INSERT_EVENTS).format(raw=ref.identifier),
+        _event_columns(events),
     )
     return cur.rowcount
 
@@ -234,14 +316,15 @@ def _insert_dead(cur: psycopg2.extensions.cursor, ref: StreamRef, poison: list[P
 
 
 def _one_by_one(
-    cur: psycopg2.extensions.cursor, ref: StreamRef, events: list[Event]
+    cur: psycopg2.extensions.cursor, ref: StreamRef, events: EventColumns
 ) -> tuple[int, list[Poison]]:
     """Insert each event under a savepoint; what the database refuses is poison."""
     stored, poison = 0, []
-    for event in events:
+    for index in range(len(events)):
+        event = events.event(index)
         cur.execute("savepoint tidewater_event")
         try:
-            stored += _insert_events(cur, ref, [event])
+            stored += _insert_events(cur, ref, EventColumns.of([event]))
         except psycopg2.DataError as exc:
             cur.execute("rollback to savepoint tidewater_event")
             reason = " ".join(str(exc).split())
@@ -255,10 +338,29 @@ def _one_by_one(
     return stored, poison
 
 
+def _start(
+    cur: psycopg2.extensions.cursor, ref: StreamRef, *, read_position: bool, begin: bool = False
+) -> int | None:
+    """Take the load locks and read (and lock) the stored position: one round trip
+    (``begin``: which opens the transaction too)."""
+    if not read_position:
+        hold_load(cur, ref.raw_table, begin=begin)
+        return None
+    hold_load(
+        cur,
+        ref.raw_table,
+        then=READ_POSITION,
+        params={"source": ref.source, "stream": ref.stream},
+        begin=begin,
+    )
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
 def write_batch(
     conn: psycopg2.extensions.connection,
     ref: StreamRef,
-    events: Sequence[Event],
+    events: Sequence[Event] | EventColumns,
     poison: Sequence[Poison] = (),
     *,
     position: int | None,
@@ -269,67 +371,154 @@ def write_batch(
     Events at or before the stored position (a replay by a second consumer) are
     dropped; the rest are inserted unless their ``event_id`` is already stored. When
     the database refuses a value the batch is written again event by event, and the
-    refused ones become dead letters (nothing stalls).
+    refused ones become dead letters (nothing stalls). ``events`` may come as the
+    columns `events.decode.decode_batch` fills, which spares building them here.
+    The whole batch is two round trips (`_write_at_once`) unless the connection is
+    already in a transaction: then the batch joins it, statement by statement.
     """
-    for attempt in ("batch", "one by one"):
+    columns = events if isinstance(events, EventColumns) else EventColumns.of(events)
+    if conn.status == psycopg2.extensions.STATUS_READY:
         try:
-            with conn, conn.cursor() as cur:
-                hold_raw_shared(cur)
-                hold_table_load(cur, ref.raw_table)
-                stored_position = None
-                if position is not None:
-                    cur.execute(READ_POSITION, (ref.source, ref.stream))
-                    row = cur.fetchone()
-                    stored_position = None if row is None else row[0]
-                fresh, dead = _after(events, stored_position), _after(poison, stored_position)
-                replayed = len(events) + len(poison) - len(fresh) - len(dead)
-                refused: list[Poison] = []
-                if attempt == "batch":
-                    stored = _insert_events(cur, ref, fresh)
-                else:
-                    stored, refused = _one_by_one(cur, ref, fresh)
-                dead_count = _insert_dead(cur, ref, [*dead, *refused])
-                duplicates = len(fresh) - stored - len(refused)
-                end = position
-                if position is not None and stored_position is not None:
-                    end = max(position, stored_position)
-                lag_messages = None
-                if progress.tail is not None and end is not None:
-                    lag_messages = max(progress.tail - end, 0)
-                last_event_at = _latest(fresh)
-                cur.execute(
-                    UPSERT_STREAM,
-                    {
-                        "source": ref.source,
-                        "stream": ref.stream,
-                        "kind": ref.kind,
-                        "raw_table": ref.raw_table,
-                        "position": end,
-                        "tail": progress.tail,
-                        "lag_messages": lag_messages,
-                        "lag_seconds": progress.lag_seconds,
-                        "stored": stored,
-                        "duplicates": duplicates,
-                        "dead": dead_count,
-                        "rate": progress.events_per_s,
-                        "last_event_at": last_event_at,
-                    },
-                )
-            return BatchWritten(stored, duplicates, dead_count, replayed, end)
+            return _write_at_once(conn, ref, columns, poison, position=position, progress=progress)
         except psycopg2.DataError:
-            if attempt != "batch":
-                raise
+            pass  # rolled back: written again, event by event
+    else:
+        try:
+            return _write_in_steps(
+                conn, ref, columns, poison, position=position, progress=progress, one_by_one=False
+            )
+        except psycopg2.DataError:
             with contextlib.suppress(psycopg2.Error):
                 conn.rollback()
-    raise AssertionError("unreachable")
+    return _write_in_steps(
+        conn, ref, columns, poison, position=position, progress=progress, one_by_one=True
+    )
 
 
-def _after(items: Sequence[Event] | Sequence[Poison], position: int | None) -> list:
+def _write_at_once(
+    conn: psycopg2.extensions.connection,
+    ref: StreamRef,
+    events: EventColumns,
+    poison: Sequence[Poison],
+    *,
+    position: int | None,
+    progress: Progress,
+) -> BatchWritten:
+    """The batch in two round trips: begin, the locks and the stored position; then
+    `WRITE_AND_COMMIT`. After an error the transaction is rolled back and the
+    connection left as it was."""
+    autocommit = conn.autocommit
+    conn.autocommit = True  # the begin … commit is ours, inside the round trips
+    try:
+        with conn.cursor() as cur:
+            stored_position = _start(cur, ref, read_position=position is not None, begin=True)
+            fresh = events.after(stored_position)
+            dead = _after(poison, stored_position)
+            end = _end(position, stored_position)
+            cur.execute(
+                sql.SQL(WRITE_AND_COMMIT).format(
+                    raw=ref.identifier,
+                    streams=sql.Identifier(OPS_SCHEMA, STREAMS),
+                    dead=ref.dead_letters,
+                ),
+                {
+                    **_event_columns(fresh),
+                    "source": ref.source,
+                    "stream": ref.stream,
+                    "kind": ref.kind,
+                    "raw_table": ref.raw_table,
+                    "dead_positions": [item.position for item in dead],
+                    "dead_ids": [item.message_id for item in dead],
+                    "dead_errors": [item.reason for item in dead],
+                    "dead_raw": [psycopg2.Binary(item.body) for item in dead],
+                    "position": end,
+                    "tail": progress.tail,
+                    "lag_messages": _lag(progress.tail, end),
+                    "lag_seconds": progress.lag_seconds,
+                    "fresh": len(fresh),
+                    "rate": progress.events_per_s,
+                    "last_event_at": fresh.latest(),
+                },
+            )
+            (written,) = cur.fetchone()
+    except BaseException:
+        _roll_back(conn)
+        raise
+    finally:
+        if not conn.closed:
+            conn.autocommit = autocommit
+    stored, dead_letters = json.loads(written)
+    replayed = len(events) + len(poison) - len(fresh) - len(dead)
+    return BatchWritten(stored, len(fresh) - stored, dead_letters, replayed, end)
+
+
+def _end(position: int | None, stored_position: int | None) -> int | None:
+    """Where the stream stands after the batch (never before the stored position)."""
+    if position is not None and stored_position is not None:
+        return max(position, stored_position)
+    return position
+
+
+def _lag(tail: int | None, end: int | None) -> int | None:
+    return None if tail is None or end is None else max(tail - end, 0)
+
+
+def _roll_back(conn: psycopg2.extensions.connection) -> None:
+    """End the transaction the server has open, if any (never raises)."""
+    idle = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    if conn.closed or conn.info.transaction_status == idle:
+        return
+    with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
+        cur.execute("rollback")
+
+
+def _write_in_steps(
+    conn: psycopg2.extensions.connection,
+    ref: StreamRef,
+    columns: EventColumns,
+    poison: Sequence[Poison],
+    *,
+    position: int | None,
+    progress: Progress,
+    one_by_one: bool,
+) -> BatchWritten:
+    """The batch statement by statement; ``one_by_one``: each event under a savepoint,
+    what the database refuses becoming a dead letter."""
+    with conn, conn.cursor() as cur:
+        stored_position = _start(cur, ref, read_position=position is not None)
+        fresh = columns.after(stored_position)
+        dead = _after(poison, stored_position)
+        replayed = len(columns) + len(poison) - len(fresh) - len(dead)
+        refused: list[Poison] = []
+        if one_by_one:
+            stored, refused = _one_by_one(cur, ref, fresh)
+        else:
+            stored = _insert_events(cur, ref, fresh)
+        dead_count = _insert_dead(cur, ref, [*dead, *refused])
+        duplicates = len(fresh) - stored - len(refused)
+        end = _end(position, stored_position)
+        cur.execute(
+            UPSERT_STREAM,
+            {
+                "source": ref.source,
+                "stream": ref.stream,
+                "kind": ref.kind,
+                "raw_table": ref.raw_table,
+                "position": end,
+                "tail": progress.tail,
+                "lag_messages": _lag(progress.tail, end),
+                "lag_seconds": progress.lag_seconds,
+                "stored": stored,
+                "duplicates": duplicates,
+                "dead": dead_count,
+                "rate": progress.events_per_s,
+                "last_event_at": fresh.latest(),
+            },
+        )
+    return BatchWritten(stored, duplicates, dead_count, replayed, end)
+
+
+def _after(items: Sequence[Poison], position: int | None) -> list[Poison]:
     if position is None:
         return list(items)
     return [item for item in items if item.position is None or item.position > position]
-
-
-def _latest(events: Sequence[Event]) -> datetime | None:
-    times = [event.received_at for event in events if event.received_at is not None]
-    return max(times) if times else None

@@ -27,10 +27,10 @@ import socket
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg2
 import psycopg2.errors
@@ -84,6 +84,25 @@ where locks.locktype = 'relation'
     and locks.pid <> pg_backend_pid()
     and locks.mode = any(%(modes)s)
 order by activity.xact_start nulls last, locks.pid
+"""
+# A load's row in ops.table_locks (the lock two loads of one raw table take in turn).
+TAKE_TABLE_LOAD = sql.SQL(
+    "insert into {} as locks (raw_table, locked_at, locked_by) "
+    "values (%(tidewater_raw_table)s, now(), current_user) on conflict (raw_table) do update "
+    "set locked_at = excluded.locked_at, locked_by = excluded.locked_by"
+).format(sql.Identifier(OPS_SCHEMA, TABLE_LOCKS))
+# Both locks of a load in one round trip: the session's lock_timeout is kept in a
+# transaction-local setting of our own while the locks are waited for, then restored.
+HOLD_LOAD = """
+{begin}savepoint tidewater_lock;
+select
+    set_config('tidewater.lock_timeout', current_setting('lock_timeout'), true),
+    set_config('lock_timeout', %(tidewater_lock_timeout)s, true);
+lock table {raw_lock} in share mode{nowait};
+{take_table_load};
+select set_config('lock_timeout', current_setting('tidewater.lock_timeout'), true);
+release savepoint tidewater_lock;
+{then}
 """
 _held: dict[str, psycopg2.extensions.connection] = {}
 # Connections that found the lock tables in place (a table created in a transaction
@@ -333,26 +352,81 @@ def hold_table_load(cur: psycopg2.extensions.cursor, raw_table: str) -> None:
     try:
         cur.execute(
             sql.SQL(
-                "select set_config('lock_timeout', %s, true); "
-                "insert into {}.{} as locks (raw_table, locked_at, locked_by) "
-                "values (%s, now(), current_user) on conflict (raw_table) do update "
-                "set locked_at = excluded.locked_at, locked_by = excluded.locked_by"
-            ).format(sql.Identifier(OPS_SCHEMA), sql.Identifier(TABLE_LOCKS)),
-            (f"{int(lock_timeout_s() * 1000)}ms", raw_table),
+                "select set_config('lock_timeout', %(tidewater_lock_timeout)s, true); {}"
+            ).format(TAKE_TABLE_LOAD),
+            {
+                "tidewater_lock_timeout": f"{int(lock_timeout_s() * 1000)}ms",
+                "tidewater_raw_table": raw_table,
+            },
         )
     except psycopg2.errors.LockNotAvailable:
         cur.execute("rollback to savepoint tidewater_lock")
-        # A row lock shows in pg_locks only as its table's lock: name every loader.
-        holder = describe_holders(cur, TABLE_LOCKS, ("RowExclusiveLock",))
-        raise LockTimeout(
-            f"the load lock of {raw_table} (ops.table_locks)",
-            holder.replace("held by", "held by one of", 1),
-            time.monotonic() - started,
-        ) from None
+        raise _table_load_timeout(cur, raw_table, started) from None
     cur.execute(
         "select set_config('lock_timeout', %s, true); release savepoint tidewater_lock",
         (previous,),
     )
+
+
+def _table_load_timeout(
+    cur: psycopg2.extensions.cursor, raw_table: str, started: float
+) -> LockTimeout:
+    # A row lock shows in pg_locks only as its table's lock: name every loader.
+    holder = describe_holders(cur, TABLE_LOCKS, ("RowExclusiveLock",))
+    return LockTimeout(
+        f"the load lock of {raw_table} (ops.table_locks)",
+        holder.replace("held by", "held by one of", 1),
+        time.monotonic() - started,
+    )
+
+
+def hold_load(
+    cur: psycopg2.extensions.cursor,
+    raw_table: str,
+    *,
+    then: sql.Composable | None = None,
+    params: Mapping[str, Any] | None = None,
+    begin: bool = False,
+) -> None:
+    """`hold_raw_shared` and `hold_table_load` in ONE round trip (a batch of events
+    takes them every few milliseconds), followed in the same round trip by ``then``
+    (named ``params``), whose rows the cursor then holds; ``begin``: open the
+    transaction in that round trip too (on a connection in autocommit mode). Waits
+    as those do and raises the same `LockTimeout` (the transaction left open, rolled
+    back to before the locks); the previous ``lock_timeout`` is restored."""
+    if is_redshift(cur.connection):
+        if begin:
+            cur.execute("begin")
+        hold_raw_shared(cur)
+        hold_table_load(cur, raw_table)
+        if then is not None:
+            cur.execute(then, params)
+        return
+    ensure_lock_tables(cur)
+    timeout_s = lock_timeout_s()
+    started = time.monotonic()
+    statement = sql.SQL(HOLD_LOAD).format(
+        begin=sql.SQL("begin;\n" if begin else ""),
+        raw_lock=sql.Identifier(OPS_SCHEMA, RAW_LOCK),
+        nowait=sql.SQL("" if timeout_s > 0 else " nowait"),
+        take_table_load=TAKE_TABLE_LOAD,
+        then=then if then is not None else sql.SQL(""),
+    )
+    values = {
+        **(params or {}),
+        "tidewater_lock_timeout": f"{int(timeout_s * 1000)}ms",
+        "tidewater_raw_table": raw_table,
+    }
+    try:
+        cur.execute(statement, values)
+    except psycopg2.errors.LockNotAvailable as exc:
+        cur.execute("rollback to savepoint tidewater_lock")
+        if TABLE_LOCKS in (exc.diag.context or ""):
+            raise _table_load_timeout(cur, raw_table, started) from None
+        holder = describe_holders(cur, RAW_LOCK, ("ExclusiveLock",))
+        raise LockTimeout(
+            "the raw lock (ops.raw_lock)", holder, time.monotonic() - started
+        ) from None
 
 
 def acquire(target: Target, *, job: str, wait_s: float = 0.0) -> None:

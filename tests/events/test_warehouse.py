@@ -4,12 +4,22 @@ letter without losing the rest, and a replayed batch is not applied twice."""
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+
 import psycopg2
 import pytest
 
-from events.decode import Event, Message, Poison, decode_message
-from events.warehouse import StreamRef, ensure_stream_tables, read_position, write_batch
+from events.decode import Event, Message, Poison, decode_batch, decode_message
+from events.warehouse import (
+    Progress,
+    StreamRef,
+    ensure_stream_tables,
+    read_position,
+    write_batch,
+)
 from tests.loaders.conftest import execute
+from tidewater.lock import LockTimeout
 
 REF = StreamRef("shop", "rabbitmq", "raw_shop", "orders_placed")
 
@@ -51,6 +61,9 @@ def test_a_value_the_warehouse_refuses_is_a_dead_letter_and_the_rest_is_stored(
     assert position == 1
     assert "refused by the warehouse" in error
     assert read_position(conn, REF) == 2
+    # the refused batch's transaction is gone and the session is as it was
+    assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    assert conn.autocommit is False
 
 
 def test_a_replayed_batch_and_a_repeated_id_are_not_stored_twice(
@@ -103,3 +116,98 @@ def test_a_message_id_with_a_nul_byte_is_a_dead_letter_and_the_stream_moves_on(
     assert "\x00" not in message_id and "bad" in message_id
     assert "NUL" in error
     assert bytes(raw) == b'{"x": 2}'
+
+
+def test_ids_and_payloads_are_stored_exactly_as_sent_with_their_publish_time(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str
+) -> None:
+    # Each column is bound as one array literal: quoting must not change a value.
+    awkward = [
+        "plain",
+        'a "quoted" id',
+        "back\\slash\\",
+        "{braces},commas",
+        "NULL",
+        " sp ace ",
+        "ü €",
+    ]
+    messages = [
+        Message(n, json.dumps({"event_id": event_id, "n": n}).encode(), None, 1764918000.25 + n)
+        for n, event_id in enumerate(awkward)
+    ]
+    events, poison = decode_batch(messages, id_field=None, stream=REF.stream)
+
+    written = write_batch(conn, REF, events, poison, position=len(awkward) - 1)
+
+    assert (written.stored, written.dead_letters) == (len(awkward), 0)
+    rows = execute(
+        warehouse_dsn,
+        "select event_id, payload, extract(epoch from received_at), _stream_position "
+        "from raw_shop.orders_placed order by _stream_position",
+    )
+    expected = [
+        (event_id, {"event_id": event_id, "n": n}, Decimal(str(1764918000.25 + n)), n)
+        for n, event_id in enumerate(awkward)
+    ]
+    assert rows == expected
+
+
+@pytest.mark.parametrize(
+    ("holding", "named"),
+    [
+        ("lock table ops.raw_lock in exclusive mode", "the raw lock (ops.raw_lock)"),
+        (
+            "update ops.table_locks set locked_by = 'a transform' where raw_table = %s",
+            f"the load lock of {REF.raw_table} (ops.table_locks)",
+        ),
+    ],
+)
+def test_a_batch_waits_a_bounded_time_for_each_lock_names_it_and_leaves_the_session_as_it_was(
+    conn: psycopg2.extensions.connection,
+    warehouse_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    holding: str,
+    named: str,
+) -> None:
+    write_batch(conn, REF, batch(b'{"event_id": "a"}'), position=0)  # the lock rows exist
+    monkeypatch.setenv("TIDEWATER_LOCK_TIMEOUT", "0.2")
+    with conn.cursor() as cur:
+        cur.execute("set lock_timeout = '7s'")
+    conn.commit()
+    holder = psycopg2.connect(warehouse_dsn, application_name="lock holder")
+    try:
+        with holder.cursor() as cur:
+            cur.execute(holding, (REF.raw_table,))
+        with pytest.raises(LockTimeout) as raised:
+            write_batch(conn, REF, batch(b'{"event_id": "b"}', first=1), position=1)
+    finally:
+        holder.close()
+
+    assert raised.value.lock == named
+    assert "(lock holder, pid " in str(raised.value)
+    assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    assert write_batch(conn, REF, batch(b'{"event_id": "b"}', first=1), position=1).stored == 1
+    with conn.cursor() as cur:
+        cur.execute("show lock_timeout")
+        assert cur.fetchone() == ("7s",)
+
+
+def test_a_batch_without_events_keeps_the_position_and_a_batch_joins_an_open_transaction(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str
+) -> None:
+    write_batch(conn, REF, batch(b'{"event_id": "a"}', b'{"event_id": "b"}'), position=1)
+    # what the consumer writes when idle: no events, the tail, no position
+    idle = write_batch(conn, REF, [], position=None, progress=Progress(tail=5, lag_seconds=0.0))
+    assert (idle.stored, idle.position) == (0, None)
+    with conn.cursor() as cur:
+        cur.execute("create table kept_with_the_batch (n int)")  # a transaction is open
+    write_batch(conn, REF, batch(b'{"event_id": "c"}', first=2), position=2)
+
+    assert execute(warehouse_dsn, "select count(*) from kept_with_the_batch") == [(0,)]
+    row = execute(
+        warehouse_dsn,
+        "select position, tail, lag_messages, events_stored from ops.event_streams "
+        "where stream = %s",
+        (REF.stream,),
+    )
+    assert row == [(2, 5, None, 3)]  # no batch knew both the tail and its end
