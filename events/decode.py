@@ -162,12 +162,29 @@ def event_id_of(
         return None, f"event id is longer than {MAX_ID_CHARS} characters"
     if found is not None and "\x00" in found:
         return None, "event id holds a NUL byte (\\x00), which a text column cannot store"
+    if found is not None and not found.isascii() and not _encodes(found):
+        return (
+            None,
+            "event id holds a lone UTF-16 surrogate (e.g. \\ud800), which UTF-8 cannot store",
+        )
     return found, None
 
 
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _storable(message_id: str | None) -> str | None:
-    """The broker's message id as a dead letter can keep it (a NUL byte written out)."""
-    return None if message_id is None else message_id.replace("\x00", "\\x00")
+    """The broker's message id as a dead letter can keep it (a NUL byte or a lone
+    surrogate written out)."""
+    if message_id is None:
+        return None
+    kept = message_id.replace("\x00", "\\x00")
+    return kept if _encodes(kept) else kept.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _poison(message: Message, reason: str) -> Poison:

@@ -211,3 +211,26 @@ def test_a_batch_without_events_keeps_the_position_and_a_batch_joins_an_open_tra
         (REF.stream,),
     )
     assert row == [(2, 5, None, 3)]  # no batch knew both the tail and its end
+
+
+def test_an_id_with_a_lone_surrogate_is_a_dead_letter_and_the_rest_is_stored(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str
+) -> None:
+    # JSON may spell half a UTF-16 pair ("\ud800"); Python reads it, UTF-8 cannot
+    # carry it, so the batch must not fail on it (the stream would stall).
+    decoded = batch(b'{"event_id": "s1"}', b'{"event_id": "\\ud800"}', b'{"event_id": "s3"}')
+    events = [item for item in decoded if isinstance(item, Event)]
+    poison = [item for item in decoded if isinstance(item, Poison)]
+
+    written = write_batch(conn, REF, events, poison, position=2)
+
+    assert (written.stored, written.dead_letters, written.position) == (2, 1, 2)
+    assert execute(warehouse_dsn, "select event_id from raw_shop.orders_placed order by 1") == [
+        ("s1",),
+        ("s3",),
+    ]
+    ((position, error),) = execute(
+        warehouse_dsn, "select position, error from raw_shop._dead_letters"
+    )
+    assert position == 1
+    assert "surrogate" in error
