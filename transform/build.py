@@ -26,8 +26,11 @@ from transform.audit import (
 from transform.exceptions import TransformFailed
 from transform.inputs import (
     changed_tables,
+    keep_build_attempt,
     keep_published_inputs,
+    last_attempted_code,
     last_published_inputs,
+    nothing_to_do,
     read_inputs,
 )
 from transform.publish import BuildOutcome, publish, read_build_outcome
@@ -164,22 +167,29 @@ def build_if_changed(
     try:
         inputs = read_inputs(conn, fingerprint=project_fingerprint(), target_name=target.name)
         published_before = last_published_inputs(conn)
+        attempted_code = last_attempted_code(conn)
     finally:
         conn.close()
     full_refresh = "--full-refresh" in args
-    if not full_refresh and published_before and inputs.digest == published_before.digest:
+    if not full_refresh and nothing_to_do(inputs, published_before, attempted_code):
         with record_job(connect, "dbt build") as run:
             run.rows = 0
             run.details = {**(details or {}), "nothing_to_do": NOTHING_TO_DO}
         say(f"nothing to transform: {NOTHING_TO_DO} (dbt was not started)")
         return []
-    changed = changed_tables(inputs, published_before)
+    changed = changed_tables(inputs, published_before, attempted_code)
     selectors = None if changed is None else changed_source_selectors(changed)
     selection: list[str] = []
     if selectors and not full_refresh:
         selection = ["--select", *selectors]
         say(f"building what depends on the changed raw tables: {', '.join(changed or ())}")
     details = {**(details or {}), "selected": selectors if selection else "everything"}
+    conn = connect()
+    try:
+        with conn:
+            keep_build_attempt(conn, inputs, pipeline_run_id())
+    finally:
+        conn.close()
     published = run_dbt("build", target, *args, *selection, details=details)
     conn = connect()
     try:

@@ -42,15 +42,25 @@ create table if not exists ops.transform_inputs (
 )
 """
 # Added after the first release: a row without them (or a build recorded before
-# them) can only say "unchanged", never which tables changed.
+# them) can only say "unchanged", never which tables changed. A row with
+# ``published = false`` records a build as it starts (its code), published or not.
 KEEP_COLUMNS = """
 alter table ops.transform_inputs
     add column if not exists code text,
-    add column if not exists raw_tables jsonb
+    add column if not exists raw_tables jsonb,
+    add column if not exists published boolean not null default true
+"""
+INPUTS_COLUMNS = """
+select column_name from information_schema.columns
+where table_schema = 'ops' and table_name = 'transform_inputs'
+    and column_name in ('code', 'raw_tables', 'published')
 """
 LAST_INPUTS = """
-select digest, code, raw_tables from ops.transform_inputs order by recorded_at desc limit 1
+select digest, code, raw_tables from ops.transform_inputs
+where published
+order by recorded_at desc limit 1
 """
+LAST_ATTEMPT = "select code from ops.transform_inputs order by recorded_at desc limit 1"
 
 # "raw_app.orders" -> the newest `_loaded_at` as text (None: the table is empty)
 RawMarks = dict[str, str | None]
@@ -108,25 +118,29 @@ def read_inputs(
     return BuildInputs(fingerprint=fingerprint, target_name=target_name, raw_tables=marks)
 
 
+def _inputs_columns(cur: psycopg2.extensions.cursor) -> set[str] | None:
+    """The later columns ``ops.transform_inputs`` has (None: no such table)."""
+    cur.execute("select to_regclass('ops.transform_inputs') is not null")
+    if not cur.fetchone()[0]:
+        return None
+    cur.execute(INPUTS_COLUMNS)
+    return {name for (name,) in cur.fetchall()}
+
+
 def last_published_inputs(conn: psycopg2.extensions.connection) -> PublishedInputs | None:
     """What the last green, published build read (None if there is no record)."""
     with conn.cursor() as cur:
-        cur.execute("select to_regclass('ops.transform_inputs') is not null")
-        if not cur.fetchone()[0]:
+        columns = _inputs_columns(cur)
+        if columns is None:
             return None
-        cur.execute(
-            "select count(*) = 2 from information_schema.columns where table_schema = 'ops' "
-            "and table_name = 'transform_inputs' and column_name in ('code', 'raw_tables')"
-        )
-        if cur.fetchone()[0]:
+        if columns == {"code", "raw_tables", "published"}:
             cur.execute(LAST_INPUTS)
-            row = cur.fetchone()
         else:
             cur.execute(
                 "select digest, null, null from ops.transform_inputs "
                 "order by recorded_at desc limit 1"
             )
-            row = cur.fetchone()
+        row = cur.fetchone()
     if row is None:
         return None
     digest, code, raw_tables = row
@@ -135,11 +149,44 @@ def last_published_inputs(conn: psycopg2.extensions.connection) -> PublishedInpu
     return PublishedInputs(digest=digest, code=code, raw_tables=raw_tables)
 
 
-def changed_tables(inputs: BuildInputs, published: PublishedInputs | None) -> list[str] | None:
+def last_attempted_code(conn: psycopg2.extensions.connection) -> str | None:
+    """The code of the last build that started, published or not (None: no record)."""
+    with conn.cursor() as cur:
+        if _inputs_columns(cur) != {"code", "raw_tables", "published"}:
+            return None
+        cur.execute(LAST_ATTEMPT)
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def _other_code_since(inputs: BuildInputs, attempted_code: str | None) -> bool:
+    """Whether a build of other code started since the last published one: it may have
+    replaced views (they are not built in a shadow schema) before it failed."""
+    return attempted_code is not None and attempted_code != inputs.code
+
+
+def nothing_to_do(
+    inputs: BuildInputs, published: PublishedInputs | None, attempted_code: str | None
+) -> bool:
+    """The same code and raw tables as the last published build, and no build of
+    other code since."""
+    return (
+        published is not None
+        and inputs.digest == published.digest
+        and not _other_code_since(inputs, attempted_code)
+    )
+
+
+def changed_tables(
+    inputs: BuildInputs, published: PublishedInputs | None, attempted_code: str | None = None
+) -> list[str] | None:
     """The raw tables (``raw_app.orders``) whose newest ``_loaded_at`` moved since the
     last published build, appeared or went; None when a full build is needed (no
-    record, a record without the tables, or other code or dbt version)."""
+    record, a record without the tables, other code or dbt version, or a build of
+    other code started since: ``attempted_code``, see :func:`last_attempted_code`)."""
     if published is None or published.raw_tables is None or published.code != inputs.code:
+        return None
+    if _other_code_since(inputs, attempted_code):
         return None
     names = set(inputs.raw_tables) | set(published.raw_tables)
     return sorted(
@@ -156,11 +203,30 @@ def keep_published_inputs(
 ) -> None:
     """Remember what a green, published build read (only the newest row is read; the
     older ones are the history of what was built)."""
+    _keep(conn, inputs, run_id, published=True)
+
+
+def keep_build_attempt(
+    conn: psycopg2.extensions.connection, inputs: BuildInputs, run_id: str
+) -> None:
+    """Remember that a build of this code starts (before dbt replaces anything)."""
+    _keep(conn, inputs, run_id, published=False)
+
+
+def _keep(
+    conn: psycopg2.extensions.connection, inputs: BuildInputs, run_id: str, *, published: bool
+) -> None:
     with conn.cursor() as cur:
         cur.execute(KEEP_TABLE)
         cur.execute(KEEP_COLUMNS)
         cur.execute(
-            "insert into ops.transform_inputs (digest, run_id, code, raw_tables) "
-            "values (%s, %s, %s, %s)",
-            (inputs.digest, run_id, inputs.code, json.dumps(inputs.raw_tables, sort_keys=True)),
+            "insert into ops.transform_inputs (digest, run_id, code, raw_tables, published) "
+            "values (%s, %s, %s, %s, %s)",
+            (
+                inputs.digest,
+                run_id,
+                inputs.code,
+                json.dumps(inputs.raw_tables, sort_keys=True),
+                published,
+            ),
         )

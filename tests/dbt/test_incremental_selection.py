@@ -5,11 +5,23 @@ mart as it was, and the marts still equal a from-scratch build."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+
+import psycopg2
 
 from tests.conftest import APP_MARTS, Project, execute, query
 from tests.dbt.test_incremental_equals_full_refresh import differing_rows
 from tests.dbt.test_publish_gate import fingerprints
-from transform.inputs import BuildInputs, PublishedInputs, changed_tables
+from transform.inputs import (
+    BuildInputs,
+    PublishedInputs,
+    changed_tables,
+    keep_build_attempt,
+    keep_published_inputs,
+    last_attempted_code,
+    last_published_inputs,
+    nothing_to_do,
+)
 from transform.selection import changed_source_selectors, declared_sources
 
 # What depends on raw_app.products: its staging view and dim_products; the models
@@ -97,3 +109,40 @@ def test_a_full_build_unless_the_same_code_read_declared_tables_that_moved() -> 
     ]
     # a raw table dbt does not declare may be read some other way: build everything
     assert changed_source_selectors(["raw_app.orders", "raw_app.undeclared"], declared) is None
+
+
+def test_after_a_failed_build_of_other_code_only_a_full_build_will_do(
+    make_database: Callable[[str], str],
+) -> None:
+    # A build that failed still replaced the views it got to (staging and intermediate
+    # are not built in a shadow schema). With the published code back, a selection (or
+    # "nothing to do") would leave the views it does not select at the failed code.
+    warehouse = make_database("inputs")
+    execute(warehouse, "create schema ops")
+    published = BuildInputs("c1", "prod", {"raw_app.orders": "1", "raw_app.events": "1"})
+    failed = BuildInputs("c2", "prod", published.raw_tables)
+    now = BuildInputs("c1", "prod", {"raw_app.orders": "2", "raw_app.events": "1"})
+    conn = psycopg2.connect(warehouse)
+    try:
+        with conn:
+            keep_build_attempt(conn, published, "run-1")
+            keep_published_inputs(conn, published, "run-1")
+        assert last_attempted_code(conn) == published.code
+        assert changed_tables(now, last_published_inputs(conn), last_attempted_code(conn)) == [
+            "raw_app.orders"
+        ]
+        with conn:
+            keep_build_attempt(conn, failed, "run-2")  # and dbt failed: nothing published
+
+        assert last_published_inputs(conn) == PublishedInputs(
+            published.digest, published.code, published.raw_tables
+        )
+        assert last_attempted_code(conn) == failed.code
+        assert changed_tables(now, last_published_inputs(conn), last_attempted_code(conn)) is None
+        # the published inputs again, unchanged: still not "nothing to do"
+        assert not nothing_to_do(published, last_published_inputs(conn), last_attempted_code(conn))
+        assert nothing_to_do(
+            published, last_published_inputs(conn), published.code
+        )  # had the last attempt been this code
+    finally:
+        conn.close()
