@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
+
+import psycopg2.extensions
 
 from tidewater.cli import say
 from tidewater.db import ConnectFn, warehouse_connector
@@ -25,6 +28,7 @@ from transform.audit import (
 )
 from transform.exceptions import TransformFailed
 from transform.inputs import (
+    BuildInputs,
     changed_tables,
     keep_build_attempt,
     keep_published_inputs,
@@ -184,20 +188,24 @@ def build_if_changed(
         selection = ["--select", *selectors]
         say(f"building what depends on the changed raw tables: {', '.join(changed or ())}")
     details = {**(details or {}), "selected": selectors if selection else "everything"}
-    conn = connect()
-    try:
-        with conn:
-            keep_build_attempt(conn, inputs, pipeline_run_id())
-    finally:
-        conn.close()
+    _remember(connect, keep_build_attempt, inputs)
     published = run_dbt("build", target, *args, *selection, details=details)
+    _remember(connect, keep_published_inputs, inputs)
+    return published
+
+
+def _remember(
+    connect: ConnectFn,
+    keep: Callable[[psycopg2.extensions.connection, BuildInputs, str], None],
+    inputs: BuildInputs,
+) -> None:
+    """Keep a record of this build's inputs in a transaction of its own."""
     conn = connect()
     try:
         with conn:
-            keep_published_inputs(conn, inputs, pipeline_run_id())
+            keep(conn, inputs, pipeline_run_id())
     finally:
         conn.close()
-    return published
 
 
 NOTHING_TO_DO = "no raw table and no dbt project file changed since the last published build"
