@@ -172,9 +172,7 @@ def lock_redshift(
     started = time.monotonic()
     cur.execute("select current_setting('statement_timeout')")
     previous = cur.fetchone()[0]
-    cur.execute(
-        sql.SQL("set statement_timeout to {}").format(sql.Literal(max(1, int(timeout_s * 1000))))
-    )
+    cur.execute(sql.SQL("set statement_timeout to {}").format(sql.Literal(_wait_ms(timeout_s))))
     try:
         cur.execute(sql.SQL("lock {}").format(sql.Identifier(schema, table)))
     except psycopg2.errors.QueryCanceled:
@@ -227,6 +225,12 @@ def lock_timeout_s() -> float:
         raise TidewaterError(
             f"TIDEWATER_LOCK_TIMEOUT={value!r} is not a number of seconds; fix or unset it"
         ) from None
+
+
+def _wait_ms(timeout_s: float) -> int:
+    """A wait in whole milliseconds for ``lock_timeout``/``statement_timeout``, at least
+    1: to PostgreSQL 0 means no limit at all, to ``TIDEWATER_LOCK_TIMEOUT`` no wait."""
+    return max(1, int(timeout_s * 1000))
 
 
 def _qualified(table: str) -> str:
@@ -307,7 +311,7 @@ def _take(
         sql.SQL("" if timeout_s > 0 else " nowait"),
     )
     try:
-        cur.execute(statement, (f"{int(timeout_s * 1000)}ms",) if timeout_s > 0 else None)
+        cur.execute(statement, (f"{_wait_ms(timeout_s)}ms",) if timeout_s > 0 else None)
     except psycopg2.errors.LockNotAvailable:
         cur.execute("rollback to savepoint tidewater_lock")
         conflicting = {
@@ -355,7 +359,7 @@ def hold_table_load(cur: psycopg2.extensions.cursor, raw_table: str) -> None:
                 "select set_config('lock_timeout', %(tidewater_lock_timeout)s, true); {}"
             ).format(TAKE_TABLE_LOAD),
             {
-                "tidewater_lock_timeout": f"{int(lock_timeout_s() * 1000)}ms",
+                "tidewater_lock_timeout": f"{_wait_ms(lock_timeout_s())}ms",
                 "tidewater_raw_table": raw_table,
             },
         )
@@ -414,7 +418,7 @@ def hold_load(
     )
     values = {
         **(params or {}),
-        "tidewater_lock_timeout": f"{int(timeout_s * 1000)}ms",
+        "tidewater_lock_timeout": f"{_wait_ms(timeout_s)}ms",
         "tidewater_raw_table": raw_table,
     }
     try:

@@ -234,3 +234,27 @@ def test_an_id_with_a_lone_surrogate_is_a_dead_letter_and_the_rest_is_stored(
     )
     assert position == 1
     assert "surrogate" in error
+
+
+def test_a_wait_of_zero_gives_up_at_once_on_the_table_load_lock(
+    conn: psycopg2.extensions.connection, warehouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lock_timeout = 0 means "wait forever" to PostgreSQL; TIDEWATER_LOCK_TIMEOUT=0 means
+    # "do not wait". statement_timeout turns a wait that never ends into another error.
+    write_batch(conn, REF, batch(b'{"event_id": "a"}'), position=0)  # the lock rows exist
+    monkeypatch.setenv("TIDEWATER_LOCK_TIMEOUT", "0")
+    with conn.cursor() as cur:
+        cur.execute("set statement_timeout = '5s'")
+    conn.commit()
+    holder = psycopg2.connect(warehouse_dsn, application_name="lock holder")
+    try:
+        with holder.cursor() as cur:
+            cur.execute(
+                "update ops.table_locks set locked_by = 'a transform' where raw_table = %s",
+                (REF.raw_table,),
+            )
+        with pytest.raises(LockTimeout) as raised:
+            write_batch(conn, REF, batch(b'{"event_id": "b"}', first=1), position=1)
+    finally:
+        holder.close()
+    assert raised.value.lock == f"the load lock of {REF.raw_table} (ops.table_locks)"
