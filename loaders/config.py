@@ -61,6 +61,17 @@ TABLE_SETTINGS: dict[str, Any] = {
             "description": "an interval like '30 seconds', '5 minutes', '1 hour', or 0",
         },
         "late_commit_protection": _BOOLEAN,
+        "indexes": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    _COLUMN,
+                    {"type": "array", "items": _COLUMN, "minItems": 1, "uniqueItems": True},
+                ],
+                "description": "a column name or a list of column names",
+            },
+            "description": "a list of columns (or lists of columns) to index in the raw table",
+        },
         "enabled": _BOOLEAN,
         "event_id_field": {
             **_COLUMN,
@@ -181,6 +192,9 @@ class TableConfig:
     late_commit_protection: bool = True
     # Event streams: the payload field holding the event id (else the message id).
     event_id_field: str | None = None
+    # Secondary indexes of the raw table (each a tuple of columns), e.g. foreign keys
+    # the transform joins on.
+    indexes: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,6 +276,9 @@ def _declaration_error(document: Any, error: ValidationError, file: str) -> Decl
         field = named[-1]
         if field in ("tidewater", "meta", "config"):
             field = ".".join(named[named.index("config") if "config" in named else -2 :])
+    elif len(named) > 2 and path.index(named[-1]) > 3:
+        # an item of a list setting (e.g. indexes), numbered from 1
+        field = f"item {path[-1] + 1} of {named[-1]}"
     schema = error.schema if isinstance(error.schema, dict) else {}
     allowed = schema.get("description", "")
     if error.validator == "additionalProperties":
@@ -342,6 +359,10 @@ def _table_config(
         lag=parse_lag(meta.get("lag"), where),
         late_commit_protection=bool(meta.get("late_commit_protection", True)),
         event_id_field=meta.get("event_id_field"),
+        indexes=tuple(
+            (str(index),) if isinstance(index, str) else tuple(str(c) for c in index)
+            for index in meta.get("indexes") or ()
+        ),
     )
 
 
@@ -360,6 +381,12 @@ def _source_config(source: dict[str, Any], path: Path, file: str) -> SourceConfi
             f"{where}, table {entry['name']}",
             default_meta={} if kind in EVENT_SOURCE_KINDS else None,
         )
+        if table is not None and table.indexes and kind in EVENT_SOURCE_KINDS:
+            raise DeclarationError(
+                f"{where}, table {entry['name']}",
+                "indexes are declared for tables of database sources; an event stream's "
+                "raw table is indexed on event_id already, so remove indexes",
+            )
         if table is not None:
             tables.append(table)
     return SourceConfig(

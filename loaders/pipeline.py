@@ -163,6 +163,7 @@ def load_table(
             sort_key=table.cursor if table.mode == "incremental" else None,
         )
         names = [column.name for column in columns]
+        raw = _with_declared_indexes(warehouse, raw, table, result)
 
         # Warehouse work that waits until the source is released, in order.
         merges: list[Callable[[], None]] = []
@@ -203,6 +204,8 @@ def load_table(
         result.source_held_s = time.perf_counter() - started
         for merge in merges:
             merge()
+        if created:
+            warehouse.settle_created_table(wh, raw)
         warehouse.ensure_indexes(wh, raw)
         if table.mode == "incremental":
             assert table.cursor is not None
@@ -256,6 +259,31 @@ def load_table(
         with contextlib.suppress(psycopg2.Error):
             warehouse_conn.close()
     return result
+
+
+def _with_declared_indexes(
+    warehouse: WarehouseEngine, raw: RawTable, table: TableConfig, result: TableResult
+) -> RawTable:
+    """The raw table with its declared indexes, each column checked against the table."""
+    if not table.indexes:
+        return raw
+    known = [column.name for column in raw.columns]
+    for columns in table.indexes:
+        for column in columns:
+            if column not in known:
+                raise DeclarationError(
+                    result.name,
+                    f"indexes names {column!r}, which is not a column of the table; "
+                    "correct it or remove it from indexes",
+                    candidates=known,
+                )
+    if not warehouse.has_indexes:
+        result.warnings.append(
+            f"{result.name}: a {warehouse.kind} warehouse has no indexes; the declared "
+            "indexes are not built"
+        )
+        return raw
+    return replace(raw, indexes=table.indexes)
 
 
 def _read_incremental(

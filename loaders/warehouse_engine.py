@@ -14,6 +14,8 @@ warehouse engine for the statements, in this order::
     warehouse.read_mark(cur, source, table)
     warehouse.create_stage(cur, raw); warehouse.copy_into(cur, stage, names, produce, ...)
     warehouse.merge(cur, raw, batch_id, ...)          # or replace / mark_missing_deleted
+    warehouse.settle_created_table(cur, raw)          # a table created by this load
+    warehouse.ensure_indexes(cur, raw)
     warehouse.write_mark(cur, source, table, mark, batch_id)
     connection.commit()
 
@@ -21,7 +23,8 @@ warehouse engine for the statements, in this order::
 `loaders.load`, `loaders.state` and `tidewater.lock`); `loaders.warehouse_redshift.
 RedshiftWarehouse` sends only what Redshift has. Class attributes say what an engine
 can do: ``detects_deletes`` (key checksums per range), ``direct_first_load`` (a first
-load COPYs straight into the raw table), ``checks_row_versions`` (a duplicated key
+load COPYs straight into the raw table), ``has_indexes`` (declared secondary indexes are
+built), ``checks_row_versions`` (a duplicated key
 holding the same row twice passes the uniqueness check).
 """
 
@@ -52,6 +55,7 @@ from loaders.load import (
     merge_stage,
     prepare_raw_table,
     replace_if_changed,
+    settle_batch_default,
 )
 from loaders.results import DEFAULT_OPTIONS, LoadOptions
 from loaders.state import Mark, ensure_state_table, read_mark, write_mark
@@ -123,6 +127,7 @@ class WarehouseEngine(ABC):
     kind: ClassVar[WarehouseKind]
     detects_deletes: ClassVar[bool] = True
     direct_first_load: ClassVar[bool] = True
+    has_indexes: ClassVar[bool] = True
     checks_row_versions: ClassVar[bool] = True
 
     def __init__(self, *, options: LoadOptions = DEFAULT_OPTIONS) -> None:
@@ -219,6 +224,10 @@ class WarehouseEngine(ABC):
     def ensure_indexes(self, cur: Cursor, raw: RawTable) -> None:
         """Indexes merges and incremental models need (none where there are none)."""
 
+    def settle_created_table(self, cur: Cursor, raw: RawTable) -> None:  # noqa: B027
+        """After the first rows of a table created in this load: what only its creation
+        needed is undone (PostgreSQL: the constant default of ``_batch_id``)."""
+
     def analyze(self, cur: Cursor, relation: sql.Identifier) -> None:
         cur.execute(sql.SQL("analyze {}").format(relation))
 
@@ -284,7 +293,7 @@ class PostgresWarehouse(WarehouseEngine):
         *,
         sort_key: str | None = None,
     ) -> tuple[RawTable, bool]:
-        return prepare_raw_table(cur, schema, name, columns, primary_key)
+        return prepare_raw_table(cur, schema, name, columns, primary_key, batch_id=self.batch_id)
 
     def read_mark(self, cur: Cursor, source: str, table: str) -> Mark | None:
         return read_mark(cur, source, table)
@@ -314,6 +323,9 @@ class PostgresWarehouse(WarehouseEngine):
 
     def ensure_indexes(self, cur: Cursor, raw: RawTable) -> None:
         ensure_indexes(cur, raw)
+
+    def settle_created_table(self, cur: Cursor, raw: RawTable) -> None:
+        settle_batch_default(cur, raw)
 
     def check_unique_keys(
         self, cur: Cursor, raw: RawTable, *, where: str, stage: str = STAGE

@@ -71,6 +71,7 @@ class RedshiftWarehouse(WarehouseEngine):
     kind = "redshift"
     detects_deletes = False
     direct_first_load = False
+    has_indexes = False
     checks_row_versions = False
     _s3: Any = None
 

@@ -60,3 +60,17 @@ def test_every_table_of_an_event_source_is_a_stream(tmp_path: Path, kind: str) -
 def test_an_unknown_kind_names_the_allowed_ones(tmp_path: Path) -> None:
     with pytest.raises(DeclarationError, match="http, rabbitmq or nats"):
         load_sources(declare(tmp_path, "kafka"))
+
+
+def test_indexes_on_a_stream_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    project = dbt_project(
+        tmp_path,
+        {
+            "_events__sources.yml": SOURCES.format(kind="nats").replace(
+                "event_id_field: order_id", "indexes: [order_id]"
+            )
+        },
+    )
+    with pytest.raises(DeclarationError, match="table orders_placed: indexes are declared") as e:
+        load_sources(project)
+    assert "remove indexes" in str(e.value)

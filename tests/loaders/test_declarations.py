@@ -117,6 +117,14 @@ def assert_one_line_usage_error(result: subprocess.CompletedProcess[str]) -> str
             "              mode: incremental\n              primary_key: [order_id]\n",
             ["table orders", "cursor"],
         ),
+        (
+            ORDERS + "              indexes: customer_id\n",
+            ["table orders", "indexes", '"customer_id"', "a list of columns"],
+        ),
+        (
+            ORDERS + "              indexes: [[]]\n",
+            ["table orders", "item 1 of indexes", "[] (a list)", "a column name or a list"],
+        ),
     ],
     ids=[
         "key-is-a-number",
@@ -126,6 +134,8 @@ def assert_one_line_usage_error(result: subprocess.CompletedProcess[str]) -> str
         "bad-lag",
         "quoted-no",
         "no-cursor",
+        "indexes-not-a-list",
+        "index-of-no-columns",
     ],
 )
 def test_a_bad_table_setting_is_one_line_naming_file_source_table_and_field(
@@ -172,6 +182,15 @@ def test_a_statement_timeout_is_seconds_or_an_interval(tmp_path: Path, timeout: 
     project = write_project(tmp_path, source=f"          source_statement_timeout: {timeout}\n")
     (source,) = load_sources(project / "dbt_project")
     assert [table.name for table in source.tables] == ["countries", "orders"]
+
+
+def test_indexes_are_columns_or_lists_of_columns(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path, orders=ORDERS + "              indexes: [customer_id, [status, ordered_at]]\n"
+    )
+    (source,) = load_sources(project / "dbt_project")
+    assert source.table("orders").indexes == (("customer_id",), ("status", "ordered_at"))
+    assert source.table("countries").indexes == ()
 
 
 def test_quoted_booleans_never_mean_true(tmp_path: Path) -> None:

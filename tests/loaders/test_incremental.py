@@ -12,7 +12,7 @@ import pytest
 from loaders import deletes
 from loaders.config import SourceConfig, TableConfig
 from loaders.exceptions import LoadRunFailed
-from loaders.load import RawTable, ensure_indexes, index_name
+from loaders.load import RawTable, declared_index_name, ensure_indexes, index_name
 from loaders.pipeline import raise_on_failure
 from tests.loaders.conftest import custom_source, execute, only, table_rows
 
@@ -62,6 +62,95 @@ def test_first_load_copies_every_row_and_a_second_run_writes_nothing(
     ]
     assert indexes[0][1].endswith("(_loaded_at)")
     assert "UNIQUE" in indexes[1][1] and indexes[1][1].endswith("(customer_id)")
+
+
+def test_a_first_load_stamps_every_row_with_its_batch_and_leaves_the_default_to_the_session(
+    source_dsn: str, warehouse_dsn: str, app_source: SourceConfig, run_load
+) -> None:
+    """A created table takes the batch id as a constant default for its first COPY
+    (a per-row current_setting() is a fifth of the COPY's time), then gets the
+    session setting back as its default."""
+    add_customers(source_dsn, 1, 300)
+    first = run_load(only(app_source, "customers"))["customers"]
+    assert execute(
+        warehouse_dsn, "select _batch_id, count(*) from raw_app.customers group by 1"
+    ) == [(first.batch_id, 300)]
+    default = execute(
+        warehouse_dsn,
+        "select column_default from information_schema.columns "
+        "where table_schema = 'raw_app' and table_name = 'customers' "
+        "and column_name = '_batch_id'",
+    )
+    assert default == [("current_setting('tidewater.batch_id'::text, true)",)]
+    add_customers(source_dsn, 301, 310)
+    second = run_load(only(app_source, "customers"))["customers"]
+    assert second.batch_id != first.batch_id
+    assert execute(
+        warehouse_dsn,
+        "select _batch_id, count(*) from raw_app.customers group by 1 order by 2",
+    ) == [(second.batch_id, 10), (first.batch_id, 300)]
+
+
+def raw_indexes(dsn: str, table: str) -> dict[str, str]:
+    return dict(
+        execute(
+            dsn,
+            "select indexname, indexdef from pg_indexes "
+            "where schemaname = 'raw_app' and tablename = %s",
+            (table,),
+        )
+    )
+
+
+def test_declared_indexes_are_built_and_dropped_as_the_declaration_changes(
+    source_dsn: str, warehouse_dsn: str, app_source: SourceConfig, run_load
+) -> None:
+    add_customers(source_dsn, 1, 50)
+    declared = (("country_code",), ("email", "full_name"))
+    run_load(only(app_source, "customers", indexes=declared))
+    built = {
+        name: definition
+        for name, definition in raw_indexes(warehouse_dsn, "customers").items()
+        if "__tidewater_ix_" in name
+    }
+    assert sorted(built) == sorted(index_name("customers", s) for s in built_suffixes(declared))
+    assert sorted(d.split(" USING btree ")[1] for d in built.values()) == [
+        "(country_code)",
+        "(email, full_name)",
+    ]
+    # A rerun with the same declaration builds nothing; a changed one drops what is
+    # no longer declared and builds what is new, keeping the key and _loaded_at ones.
+    run_load(only(app_source, "customers", indexes=declared))
+    assert {k: v for k, v in raw_indexes(warehouse_dsn, "customers").items() if k in built} == built
+    run_load(only(app_source, "customers", indexes=(("full_name",),)))
+    after = raw_indexes(warehouse_dsn, "customers")
+    assert sorted(after) == sorted(
+        [
+            "customers__tidewater_loaded_at",
+            "customers__tidewater_pk",
+            declared_index_name("customers", ("full_name",)),
+        ]
+    )
+    assert after[declared_index_name("customers", ("full_name",))].endswith("(full_name)")
+
+
+def built_suffixes(declared: tuple[tuple[str, ...], ...]) -> list[str]:
+    return [declared_index_name("customers", columns).split("__")[-1] for columns in declared]
+
+
+def test_an_index_on_a_column_the_table_lacks_fails_the_load_and_writes_nothing(
+    source_dsn: str, warehouse_dsn: str, app_source: SourceConfig, run_load
+) -> None:
+    add_customers(source_dsn, 1, 5)
+    result = run_load(only(app_source, "customers", indexes=(("countrycode",),)))["customers"]
+    assert (result.status, result.attempts, result.error_class) == (
+        "failed",
+        1,
+        "terminal",
+    )
+    assert "indexes names 'countrycode'" in result.error and "country_code" in result.error
+    assert "\n" not in result.error
+    assert execute(warehouse_dsn, "select to_regclass('raw_app.customers')") == [(None,)]
 
 
 def test_index_names_of_long_tables_stay_distinct_within_63_bytes() -> None:
